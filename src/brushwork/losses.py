@@ -1,0 +1,282 @@
+"""Loss library: pure functions on feature maps, plus tiny modules holding their targets.
+
+Features are (N, C, H, W) tensors. Every statistic that can take a spatial mask does: a mask is
+(N or 1, 1, H', W') in [0, 1] and is resized to the feature's resolution; masked statistics are
+weighted means over the mask. Combine terms explicitly with :func:`weighted_sum`.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+_EPS = 1e-8
+
+
+# --------------------------------------------------------------------------- helpers
+def resize_mask(mask: torch.Tensor | None, feat: torch.Tensor) -> torch.Tensor | None:
+    """Mask resized (area average) to the spatial size of ``feat``."""
+    if mask is None:
+        return None
+    if mask.shape[-2:] != feat.shape[-2:]:
+        mask = F.adaptive_avg_pool2d(mask, feat.shape[-2:]) if (
+            mask.shape[-2] >= feat.shape[-2] and mask.shape[-1] >= feat.shape[-1]) else \
+            F.interpolate(mask, size=feat.shape[-2:], mode="bilinear", align_corners=False)
+    return mask.to(feat.dtype)
+
+
+def _flat(feat, mask):
+    """(N, C, HW) features and (N, 1, HW) normalised weights summing to 1 over HW."""
+    n, c, h, w = feat.shape
+    f = feat.reshape(n, c, h * w)
+    if mask is None:
+        wts = feat.new_full((n, 1, h * w), 1.0 / (h * w))
+    else:
+        m = resize_mask(mask, feat).reshape(mask.shape[0], 1, h * w).expand(n, 1, h * w)
+        wts = m / m.sum(-1, keepdim=True).clamp_min(_EPS)
+    return f, wts
+
+
+# --------------------------------------------------------------------------- statistics
+def gram(feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Gram matrix (N, C, C) = F W F^T / C with W the (mask) weights summing to 1 over pixels.
+
+    Unmasked this is F F^T / (C H W), Gatys et al.'s Gram normalised by the layer size.
+    """
+    f, wts = _flat(feat, mask)
+    return torch.bmm(f * wts, f.transpose(1, 2)) / feat.shape[1]
+
+
+def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-5):
+    """Per-channel mean and standard deviation, each (N, C)."""
+    f, wts = _flat(feat, mask)
+    mean = (f * wts).sum(-1)
+    var = ((f - mean.unsqueeze(-1)) ** 2 * wts).sum(-1)
+    return mean, (var + eps).sqrt()
+
+
+def mean_cov(feat: torch.Tensor, mask: torch.Tensor | None = None):
+    """Per-channel mean (N, C) and covariance (N, C, C)."""
+    f, wts = _flat(feat, mask)
+    mean = (f * wts).sum(-1)
+    fc = f - mean.unsqueeze(-1)
+    return mean, torch.bmm(fc * wts, fc.transpose(1, 2))
+
+
+def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a batch of PSD matrices (eigendecomposition, float64)."""
+    vals, vecs = torch.linalg.eigh(a.double())
+    vals = vals.clamp_min(0).sqrt()
+    return (vecs * vals.unsqueeze(-2) @ vecs.transpose(-1, -2)).to(a.dtype)
+
+
+# --------------------------------------------------------------------------- pure losses
+def content_loss(feat, target, mask=None):
+    """Mean squared feature difference (optionally mask-weighted)."""
+    if mask is None:
+        return F.mse_loss(feat, target)
+    m = resize_mask(mask, feat)
+    return ((feat - target) ** 2 * m).sum() / (m.sum() * feat.shape[1]).clamp_min(_EPS)
+
+
+def gram_loss(feat, target_gram, mask=None):
+    """Mean squared difference of Gram matrices (Gatys et al. 2016)."""
+    return F.mse_loss(gram(feat, mask), target_gram.expand(feat.shape[0], -1, -1))
+
+
+def mean_std_loss(feat, target_mean, target_std, mask=None):
+    """Squared difference of channel means and stds (AdaIN statistics, Huang & Belongie 2017)."""
+    m, s = mean_std(feat, mask)
+    return F.mse_loss(m, target_mean.expand_as(m)) + F.mse_loss(s, target_std.expand_as(s))
+
+
+def gaussian_w2_loss(feat, target_mean, target_cov_sqrt, mask=None):
+    """Squared 2-Wasserstein distance between Gaussian fits, divided by C.
+
+    W2^2 = |mu - mu_t|^2 + tr(S + S_t - 2 (S_t^1/2 S S_t^1/2)^1/2); ``target_cov_sqrt`` = S_t^1/2.
+    """
+    mean, cov = mean_cov(feat, mask)
+    c = feat.shape[1]
+    root_t = target_cov_sqrt.expand(cov.shape[0], -1, -1)
+    inner = root_t @ cov @ root_t
+    # trace of sqrt(inner) = sum of sqrt of eigenvalues; eigvalsh is differentiable.
+    ev = torch.linalg.eigvalsh(inner.double() + 1e-8 * torch.eye(c, dtype=torch.float64,
+                                                               device=feat.device))
+    tr_cross = ev.clamp_min(1e-12).sqrt().sum(-1).to(feat.dtype)
+    tr_t = (root_t ** 2).sum((-1, -2))
+    w2 = ((mean - target_mean) ** 2).sum(-1) + cov.diagonal(dim1=-2, dim2=-1).sum(-1) + tr_t \
+        - 2 * tr_cross
+    return w2.clamp_min(0).mean() / c
+
+
+def match_histograms(feat, target_sorted, mask=None):
+    """Remap each channel of ``feat`` onto the target's distribution (sorted values, (C, K)).
+
+    Exact histogram matching by ranks: the i-th smallest value of a channel becomes the target
+    quantile at (i + 0.5) / n. Masked pixels only (mask > 0.5) take part when a mask is given.
+    """
+    n, c, h, w = feat.shape
+    f = feat.detach().reshape(n, c, h * w)
+    out = f.clone()
+    sel = None
+    if mask is not None:
+        sel = (resize_mask(mask, feat).reshape(-1, h * w)[0] > 0.5)
+        if sel.sum() == 0:
+            return feat.detach()
+        f = f[:, :, sel]
+    k = target_sorted.shape[-1]
+    m = f.shape[-1]
+    order = f.argsort(-1)
+    pos = (torch.arange(m, device=feat.device, dtype=feat.dtype) + 0.5) / m * k - 0.5
+    pos = pos.clamp(0, k - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=k - 1)
+    frac = (pos - lo.to(pos.dtype))
+    q = target_sorted[:, lo] * (1 - frac) + target_sorted[:, hi] * frac  # (C, m) quantiles
+    matched = torch.empty_like(f)
+    matched.scatter_(-1, order, q.unsqueeze(0).expand(n, -1, -1).to(f.dtype))
+    if sel is None:
+        out = matched
+    else:
+        out[:, :, sel] = matched
+    return out.reshape(n, c, h, w)
+
+
+def histogram_loss(feat, target_sorted, mask=None):
+    """Risser et al. 2017: distance of the features to their histogram-matched version."""
+    return content_loss(feat, match_histograms(feat, target_sorted, mask), mask)
+
+
+def extract_patches(feat, size=3, stride=1):
+    """(N, C, H, W) -> (N, L, C*size*size) patches."""
+    p = F.unfold(feat, size, stride=stride)
+    return p.transpose(1, 2)
+
+
+def mrf_loss(feat, style_patches, size=3, mask=None):
+    """Li & Wand 2016: each output patch pulled toward its most similar style patch.
+
+    ``style_patches`` is (P, C*size*size). Nearest neighbours use normalised cross-correlation
+    (computed as a convolution with the normalised style patches); the loss is the mean squared
+    distance to them.
+    """
+    c = feat.shape[1]
+    kernels = style_patches / style_patches.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    kernels = kernels.reshape(-1, c, size, size).to(feat.dtype)
+    with torch.no_grad():
+        resp = F.conv2d(feat.detach(), kernels)  # (N, P, H', W'); norm of the output patch is
+        nn_idx = resp.argmax(1).flatten(1)      # the same for every P, so argmax = best NCC
+    out_p = extract_patches(feat, size)                         # (N, L, D)
+    target = style_patches.to(feat.dtype)[nn_idx]               # (N, L, D)
+    d = ((out_p - target) ** 2).mean(-1)                        # (N, L)
+    if mask is not None:
+        m = resize_mask(mask, feat)
+        m = F.avg_pool2d(m, size, stride=1).flatten(1)          # patch coverage
+        return (d * m).sum() / m.sum().clamp_min(_EPS)
+    return d.mean()
+
+
+def tv_loss(img):
+    """Total variation: mean squared difference between neighbouring pixels (0 for constants)."""
+    dh = img[..., 1:, :] - img[..., :-1, :]
+    dw = img[..., :, 1:] - img[..., :, :-1]
+    return (dh ** 2).mean() + (dw ** 2).mean()
+
+
+# --------------------------------------------------------------------------- modules
+class ContentLoss(nn.Module):
+    def __init__(self, target, mask=None):
+        super().__init__()
+        self.register_buffer("target", target.detach())
+        self.register_buffer("mask", None if mask is None else mask.detach())
+
+    def forward(self, feat):
+        return content_loss(feat, self.target, self.mask)
+
+
+class GramLoss(nn.Module):
+    """Holds a target Gram matrix; ``mask`` restricts the *output's* statistics to a region."""
+
+    def __init__(self, target_feat=None, *, target_gram=None, mask=None):
+        super().__init__()
+        g = gram(target_feat) if target_gram is None else target_gram
+        self.register_buffer("target", g.detach())
+        self.register_buffer("mask", None if mask is None else mask.detach())
+
+    def forward(self, feat):
+        return gram_loss(feat, self.target, self.mask)
+
+
+class MeanStdLoss(nn.Module):
+    def __init__(self, target_feat, mask=None):
+        super().__init__()
+        m, s = mean_std(target_feat)
+        self.register_buffer("mean", m.detach())
+        self.register_buffer("std", s.detach())
+        self.register_buffer("mask", None if mask is None else mask.detach())
+
+    def forward(self, feat):
+        return mean_std_loss(feat, self.mean, self.std, self.mask)
+
+
+class GaussianW2Loss(nn.Module):
+    def __init__(self, target_feat, mask=None):
+        super().__init__()
+        m, cov = mean_cov(target_feat)
+        self.register_buffer("mean", m.detach())
+        self.register_buffer("cov_sqrt", sqrtm_psd(cov).detach())
+        self.register_buffer("mask", None if mask is None else mask.detach())
+
+    def forward(self, feat):
+        return gaussian_w2_loss(feat, self.mean, self.cov_sqrt, self.mask)
+
+
+class HistogramLoss(nn.Module):
+    def __init__(self, target_feat, mask=None):
+        super().__init__()
+        c = target_feat.shape[1]
+        self.register_buffer("sorted", target_feat.detach().reshape(c, -1).sort(-1).values)
+        self.register_buffer("mask", None if mask is None else mask.detach())
+
+    def forward(self, feat):
+        return histogram_loss(feat, self.sorted, self.mask)
+
+
+class MRFLoss(nn.Module):
+    """Style patches are subsampled to at most ``max_patches`` (seeded) to bound the cost."""
+
+    def __init__(self, target_feat, *, size=3, stride=1, max_patches=4096, seed=0, mask=None):
+        super().__init__()
+        p = extract_patches(target_feat.detach(), size, stride)[0]
+        if p.shape[0] > max_patches:
+            g = torch.Generator().manual_seed(seed)
+            p = p[torch.randperm(p.shape[0], generator=g)[:max_patches].to(p.device)]
+        self.size = size
+        self.register_buffer("patches", p.contiguous())
+        self.register_buffer("mask", None if mask is None else mask.detach())
+
+    def forward(self, feat):
+        return mrf_loss(feat, self.patches, self.size, self.mask)
+
+
+class TVLoss(nn.Module):
+    def forward(self, img):
+        return tv_loss(img)
+
+
+def weighted_sum(terms: dict[str, tuple[float, torch.Tensor]]):
+    """``{"name": (weight, value)}`` -> (total, {"name": weighted float, ..., "total": float}).
+
+    Terms with weight 0 are skipped entirely.
+    """
+    total, log = None, {}
+    for name, (weight, value) in terms.items():
+        if weight == 0:
+            continue
+        v = weight * value
+        total = v if total is None else total + v
+        log[name] = float(v.detach())
+    if total is None:
+        raise ValueError("weighted_sum: every term has weight 0")
+    log["total"] = float(total.detach())
+    return total, log

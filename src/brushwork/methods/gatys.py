@@ -1,0 +1,405 @@
+"""Gatys et al. 2016 optimisation-based style transfer, with the refinements of the field.
+
+The output image is optimised (L-BFGS or Adam) so that its VGG19 features match the content's
+(content loss) and its feature statistics match the styles' (Gram loss by default; mean/std or
+Gaussian W2 as alternatives), plus optional histogram (Risser et al. 2017), MRF (Li & Wand 2016)
+and total-variation terms. Refinements:
+
+- coarse-to-fine: the image is optimised at a few scales, each warm-started from the previous one
+  (Gatys et al. 2017 "Controlling perceptual factors"); chosen automatically from the size;
+- several styles blended by mixing the targets (``gram-mix``) or by mixing the losses
+  (``loss-mix``, each style's loss normalised by its own target energy, so every style pulls
+  with its weight whatever its contrast);
+- colour preservation (``luminance`` or ``histogram``), spatial masks (a style per region),
+  style scale (stroke size), per-layer weights, a step budget, a wall-time budget and early stop;
+- bf16 autocast for the VGG passes on CPU (AMX) and CUDA; losses stay in float32.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .. import losses as L
+from ..color import combine_luminance, gray3, luminance, match_color, match_luminance
+from ..errors import ControlError
+from ..image import load_mask, resize, to_tensor
+from ..protocol import (MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit,
+                        normalize_style_weights, resolve_controls)
+from ..vgg import LAYER_INDEX, VGG19
+
+STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+
+CONTROLS = {c.name: c for c in (
+    Control("content_weight", "float", 1.0, "weight of the content loss (alpha)", low=0.0),
+    Control("style_weight", "float", 5e3, "weight of the style loss (beta); alpha/beta sets the "
+            "trade-off", low=0.0),
+    Control("tv_weight", "float", 0.0, "total-variation weight (smoothness), try 100-2000", low=0.0),
+    Control("hist_weight", "float", 0.0, "histogram loss weight (Risser et al.), try 1e3-1e4",
+            low=0.0),
+    Control("mrf_weight", "float", 0.0, "MRF / nearest-patch loss weight (Li & Wand), try 1e3-1e4",
+            low=0.0),
+    Control("style_loss", "str", "gram", "style statistic: gram, meanstd (AdaIN stats) or w2 "
+            "(Gaussian Wasserstein)", choices=("gram", "meanstd", "w2")),
+    Control("content_layers", "str_list", ["relu4_2"], "content layers, comma-separated"),
+    Control("content_layer_weights", "float_list", None, "one weight per content layer"),
+    Control("style_layers", "str_list", STYLE_LAYERS, "style layers, comma-separated"),
+    Control("style_layer_weights", "float_list", None, "one weight per style layer (default "
+            "equal)"),
+    Control("style_depth", "int", None, "use only the first N style layers (1..5: the "
+            "'first layers' experiment of Gatys et al.)", low=1),
+    Control("hist_layers", "str_list", ["relu1_1", "relu4_1"], "layers of the histogram loss"),
+    Control("mrf_layers", "str_list", ["relu4_1"], "layers of the MRF loss"),
+    Control("blend", "str", "gram-mix", "several styles: gram-mix mixes the style targets, "
+            "loss-mix sums one loss per style", choices=("gram-mix", "loss-mix")),
+    Control("init", "str", "content", "start image: content, noise or a path to an image"),
+    Control("optimizer", "str", "lbfgs", "lbfgs or adam", choices=("lbfgs", "adam")),
+    Control("lr", "float", None, "learning rate (default 1 for L-BFGS, 0.02 for Adam)", low=0.0),
+    Control("steps", "int", 150, "optimisation steps at the final scale (coarser scales get "
+            "more, cheaper, steps)", low=0),
+    Control("scales", "int", None, "number of coarse-to-fine scales (default: from the size)",
+            low=1, high=6),
+    Control("time_budget", "float", None, "stop after this many seconds (the result is still "
+            "brought to full size)", low=0.0),
+    Control("tol", "float", 1e-4, "early stop when the loss improves by less than this "
+            "fraction over 10 steps (0 = never)", low=0.0),
+    Control("pooling", "str", "max", "VGG pooling: max or avg", choices=("max", "avg")),
+    Control("precision", "str", "auto", "VGG precision: auto (bf16 where the hardware has it), "
+            "bf16 or fp32", choices=("auto", "bf16", "fp32")),
+    PRESERVE_COLOR, MASKS, STYLE_SCALE,
+    # for callers such as the video layer (not CLI flags): an initial image tensor and a
+    # temporal term (target image, per-pixel weight (1, 1, H, W), weight) (Ruder et al. 2016)
+    Control("init_image", "images", None, "initial image (tensor/PIL/path), overrides init"),
+    Control("temporal", "images", None, "(target, mask, weight): temporal consistency term"),
+)}
+API_ONLY = {"init_image", "temporal"}
+
+
+def has_bf16_hardware(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "amx_bf16" in flags or "avx512_bf16" in flags
+    except OSError:
+        return False
+
+
+def plan_scales(hw: tuple[int, int], n: int | None, min_side: int = 200) -> list[tuple[int, int]]:
+    """Sizes from coarse to fine, each about half the next; the last is ``hw``."""
+    h, w = hw
+    if n is None:
+        n = 1
+        while max(h, w) / 2 ** n >= min_side and n < 4:
+            n += 1
+    sizes = []
+    for k in reversed(range(n)):
+        s = 2 ** k
+        sizes.append((max(16, round(h / s)), max(16, round(w / s))))
+    return sizes
+
+
+def _style_size(style_hw, content_hw, scale):
+    """Style working size: its pixel count = scale^2 * the content's, aspect kept."""
+    sh, sw = style_hw
+    target = scale * scale * content_hw[0] * content_hw[1]
+    f = math.sqrt(target / (sh * sw))
+    return max(16, round(sh * f)), max(16, round(sw * f))
+
+
+class Gatys:
+    name = "gatys"
+    summary = "optimisation (Gatys et al.): any style, best quality, slow (seconds to minutes)"
+    controls = CONTROLS
+
+    def __init__(self, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self._encoders: dict[tuple, VGG19] = {}
+
+    # ------------------------------------------------------------------ encoder
+    def encoder(self, pooling: str, bf16: bool, last: str) -> VGG19:
+        key = (pooling, bf16)
+        enc = self._encoders.get(key)
+        if enc is None or LAYER_INDEX[enc.last_layer] < LAYER_INDEX[last]:
+            enc = VGG19(pooling, device=self.device, autocast=bf16, last_layer=last)
+            self._encoders[key] = enc
+        return enc
+
+    # ------------------------------------------------------------------ objective
+    def _objective(self, enc, content, styles, weights, masks, c, seed):
+        """Build the loss modules for one scale; returns (layers, terms) where terms is a list
+        of (term name, layer or None, weight, module)."""
+        cl = c["content_layers"]
+        clw = c["content_layer_weights"] or [1.0] * len(cl)
+        sl = c["style_layers"][: c["style_depth"]] if c["style_depth"] else c["style_layers"]
+        slw = c["style_layer_weights"] or [1.0 / len(sl)] * len(sl)
+        if len(slw) != len(sl):
+            raise ControlError(f"{len(slw)} style layer weights for {len(sl)} style layers")
+        if len(clw) != len(cl):
+            raise ControlError(f"{len(clw)} content layer weights for {len(cl)} content layers")
+        hl = c["hist_layers"] if c["hist_weight"] else []
+        ml = c["mrf_layers"] if c["mrf_weight"] else []
+        layers = sorted(set(cl) | set(sl) | set(hl) | set(ml), key=LAYER_INDEX.get)
+        terms = []
+        with torch.no_grad():
+            cf = enc(content, cl)
+            sfs = [enc(s, sorted(set(sl) | set(hl) | set(ml), key=LAYER_INDEX.get)) for s in styles]
+        for layer, w in zip(cl, clw):
+            terms.append(("content", layer, w, L.ContentLoss(cf[layer])))
+
+        per_style = c["blend"] == "loss-mix" or masks is not None
+        kind = c["style_loss"]
+        for layer, lw in zip(sl, slw):
+            feats = [sf[layer] for sf in sfs]
+            if not per_style:
+                terms.append(("style", layer, lw, _mixed_style_loss(kind, feats, weights)))
+                continue
+            mods = [_style_loss(kind, f, None if masks is None else masks[i])
+                    for i, f in enumerate(feats)]
+            energy = [_target_energy(m) for m in mods]
+            mean_energy = sum(w * e for w, e in zip(weights, energy))
+            for i, m in enumerate(mods):
+                # loss-mix: each style's loss normalised to the mean target energy
+                norm = 1.0 if masks is not None else mean_energy / max(energy[i], 1e-12)
+                terms.append(("style", layer, lw * weights[i] * norm, m))
+        for layer in hl:
+            feats = [sf[layer] for sf in sfs]
+            if per_style:
+                for i, f in enumerate(feats):
+                    m = None if masks is None else masks[i]
+                    terms.append(("hist", layer, weights[i] / len(hl), L.HistogramLoss(f, m)))
+            else:  # mix the targets: the 1-D Wasserstein barycentre of the channel histograms
+                mod = L.HistogramLoss(feats[0])
+                k = mod.sorted.shape[-1]
+                mod.sorted = sum(w * _resample_sorted(L.HistogramLoss(f).sorted, k)
+                                 for w, f in zip(weights, feats))
+                terms.append(("hist", layer, 1.0 / len(hl), mod))
+        for layer in ml:
+            feats = [sf[layer] for sf in sfs]
+            if per_style:
+                for i, f in enumerate(feats):
+                    m = None if masks is None else masks[i]
+                    terms.append(("mrf", layer, weights[i] / len(ml),
+                                  L.MRFLoss(f, seed=seed, mask=m)))
+            else:  # mix the targets: one patch pool drawn from every style by weight
+                pools = [L.MRFLoss(f, seed=seed, max_patches=max(1, round(4096 * w))).patches
+                         for w, f in zip(weights, feats) if w > 0]
+                mod = L.MRFLoss(feats[0], max_patches=1)
+                mod.patches = torch.cat(pools)
+                terms.append(("mrf", layer, 1.0 / len(ml), mod))
+        return layers, terms
+
+    # ------------------------------------------------------------------ main entry
+    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
+                callback=None):
+        c = resolve_controls(self.name, self.controls, controls)
+        for name in c["content_layers"] + c["style_layers"] + c["hist_layers"] + c["mrf_layers"]:
+            if name not in LAYER_INDEX:
+                raise ControlError(f"unknown VGG19 layer {name!r} (e.g. relu4_2, relu1_1)")
+        if not c["content_layers"] or not c["style_layers"]:
+            raise ControlError("content_layers and style_layers must not be empty")
+        if c["style_depth"] and c["style_depth"] > len(c["style_layers"]):
+            raise ControlError(f"style_depth {c['style_depth']} > {len(c['style_layers'])} "
+                               f"style layers")
+        weights = normalize_style_weights(len(styles), style_weights)
+        seed = 0 if seed is None else int(seed)
+        clock = Clock()
+        dev = self.device
+        bf16 = {"auto": has_bf16_hardware(dev), "bf16": True, "fp32": False}[c["precision"]]
+
+        content = to_tensor(content).to(dev)
+        styles = [to_tensor(s).to(dev) for s in styles]
+        full_hw = tuple(content.shape[-2:])
+        masks = None
+        if c["masks"] is not None:
+            if len(c["masks"]) != len(styles):
+                raise ControlError(f"{len(c['masks'])} mask(s) given for {len(styles)} style(s)")
+            masks = [load_mask(m, full_hw).to(dev) for m in c["masks"]]
+
+        # colour preservation
+        color = c["preserve_color"]
+        if color == "histogram":
+            styles = [match_color(s, content) for s in styles]
+        elif color == "luminance":
+            cy = luminance(content)
+            styles = [gray3(match_luminance(luminance(s), cy)) for s in styles]
+            content_rgb, content = content, gray3(cy)
+
+        layers_all = (c["content_layers"] + c["style_layers"] + c["hist_layers"]
+                      + c["mrf_layers"])
+        deepest = max(layers_all, key=LAYER_INDEX.get)
+        enc = self.encoder(c["pooling"], bf16, deepest)
+
+        sizes = plan_scales(full_hw, c["scales"])
+        # coarse scales: twice the steps of the next finer scale (each ~4x cheaper)
+        steps = [c["steps"] * 2 ** (len(sizes) - 1 - i) for i in range(len(sizes))]
+        cost = [s * h * w for s, (h, w) in zip(steps, sizes)]
+        total_steps = sum(steps)
+
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        if c["init_image"] is not None:
+            x = to_tensor(c["init_image"][0] if isinstance(c["init_image"], list)
+                          else c["init_image"]).to(dev)
+            if color == "luminance":
+                x = gray3(luminance(x))
+        elif c["init"] == "content":
+            x = content.clone()
+        elif c["init"] == "noise":
+            x = torch.rand(content.shape, generator=gen).to(dev)
+        else:
+            x = to_tensor(c["init"]).to(dev)
+            if color == "luminance":
+                x = gray3(luminance(x))
+
+        temporal = None
+        if c["temporal"] is not None:
+            t_target, t_mask, t_weight = c["temporal"]
+            temporal = (to_tensor(t_target).to(dev), t_mask.to(dev), float(t_weight))
+            if color == "luminance":
+                temporal = (gray3(luminance(temporal[0])), temporal[1], temporal[2])
+
+        done_steps, last_losses = 0, {}
+        stop_all = False
+        for si, hw in enumerate(sizes):
+            x = resize(x, hw) if x.shape[-2:] != hw else x
+            if stop_all:
+                continue
+            cs = resize(content, hw)
+            ss = [resize(s, _style_size(s.shape[-2:], hw, c["style_scale"])) for s in styles]
+            ms = None if masks is None else [F.interpolate(m, size=hw, mode="bilinear",
+                                                           align_corners=False) for m in masks]
+            layers, terms = self._objective(enc, cs, ss, weights, ms, c, seed)
+            tmp = None if temporal is None else (
+                resize(temporal[0], hw), F.interpolate(temporal[1], size=hw, mode="bilinear",
+                                                       align_corners=False), temporal[2])
+            emit(callback, Progress(self.name, "scale", done_steps, total_steps, si, len(sizes),
+                                    hw, {}, clock()))
+            deadline = None
+            if c["time_budget"] is not None:
+                share = sum(cost[: si + 1]) / sum(cost)
+                deadline = c["time_budget"] * share
+            x, n, last_losses, stop_all = self._optimise(
+                x, enc, layers, terms, tmp, c, steps[si], deadline, clock, callback, si,
+                len(sizes), done_steps, total_steps)
+            done_steps += n
+            if c["time_budget"] is not None and clock() >= c["time_budget"]:
+                stop_all = True
+
+        out = x.detach().clamp(0, 1)
+        if color == "luminance":
+            out = combine_luminance(luminance(out), content_rgb)
+        emit(callback, Progress(self.name, "done", done_steps, total_steps, len(sizes) - 1,
+                                len(sizes), full_hw, last_losses, clock()))
+        return out.cpu()
+
+    def _optimise(self, x, enc, layers, terms, temporal, c, n_steps, deadline, clock, callback,
+                  si, n_scales, done, total):
+        weights = {"content": c["content_weight"], "style": c["style_weight"],
+                   "hist": c["hist_weight"], "mrf": c["mrf_weight"]}
+        lr = c["lr"] or (1.0 if c["optimizer"] == "lbfgs" else 0.02)
+
+        def make_opt(x, lr):
+            if c["optimizer"] == "lbfgs":
+                return torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=50)
+            return torch.optim.Adam([x], lr=lr)
+
+        x = x.detach().clone().requires_grad_(True)
+        opt = make_opt(x, lr)
+        state = {}
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            feats = enc(x, layers)
+            sums = {}
+            for term, layer, w, mod in terms:
+                v = w * mod(feats[layer])
+                sums[term] = v if term not in sums else sums[term] + v
+            parts = {k: (weights[k], v) for k, v in sums.items()}
+            # TV on the 0-255 pixel scale, like the feature losses (Caffe input range)
+            parts["tv"] = (c["tv_weight"], L.tv_loss(x * 255.0))
+            if temporal is not None:
+                t_img, t_mask, t_w = temporal
+                parts["temporal"] = (t_w, (((x - t_img) * 255.0) ** 2 * t_mask).mean())
+            loss, log = L.weighted_sum(parts)
+            state["log"] = log
+            if torch.isfinite(loss):
+                loss.backward()
+            return loss
+
+        best_loss, best_x = float("inf"), x.detach().clone()
+        history, restarts, n = [], 0, 0
+        while n < n_steps:
+            opt.step(closure)
+            loss = state["log"]["total"]
+            # Safeguard: L-BFGS without line search can run off (non-finite loss, or pixels far
+            # outside [0, 1]); restart from the best image so far with half the step size.
+            if not math.isfinite(loss) or float(x.detach().abs().max()) > 10.0:
+                restarts += 1
+                if restarts > 6:
+                    break
+                lr *= 0.5
+                with torch.no_grad():
+                    x.copy_(best_x)
+                opt = make_opt(x, lr)
+                history.clear()
+                continue
+            n += 1
+            if loss < best_loss:
+                # the closure was evaluated at the point before this step's update
+                best_loss = loss
+            best_x = x.detach().clone()
+            emit(callback, Progress(self.name, "step", done + n, total, si, n_scales,
+                                    tuple(x.shape[-2:]), state["log"], clock()))
+            history.append(loss)
+            if c["tol"] and len(history) > 10:
+                old = history[-11]
+                if (old - history[-1]) < c["tol"] * abs(old):
+                    break
+            if deadline is not None and clock() >= deadline:
+                break
+        return best_x, n, state.get("log", {}), False
+
+
+def _style_loss(kind, feat, mask=None):
+    if kind == "gram":
+        return L.GramLoss(feat, mask=mask)
+    if kind == "meanstd":
+        return L.MeanStdLoss(feat, mask=mask)
+    return L.GaussianW2Loss(feat, mask=mask)
+
+
+def _mixed_style_loss(kind, feats, weights):
+    """One loss whose target is the weighted mix of every style's target statistic."""
+    if kind == "gram":
+        return L.GramLoss(target_gram=sum(w * L.gram(f) for w, f in zip(weights, feats)))
+    mod = _style_loss(kind, feats[0])
+    if kind == "meanstd":
+        stats = [L.mean_std(f) for f in feats]
+        mod.mean = sum(w * m for w, (m, _) in zip(weights, stats))
+        mod.std = sum(w * s for w, (_, s) in zip(weights, stats))
+    else:  # w2: mix the means and the covariances
+        stats = [L.mean_cov(f) for f in feats]
+        mod.mean = sum(w * m for w, (m, _) in zip(weights, stats))
+        mod.cov_sqrt = L.sqrtm_psd(sum(w * cv for w, (_, cv) in zip(weights, stats)))
+    return mod
+
+
+def _target_energy(mod) -> float:
+    """Mean square of a style loss's target statistic (for loss-mix normalisation)."""
+    if isinstance(mod, L.GramLoss):
+        return float(mod.target.pow(2).mean())
+    if isinstance(mod, L.MeanStdLoss):
+        return float(mod.mean.pow(2).mean() + mod.std.pow(2).mean())
+    return float(mod.mean.pow(2).mean() + mod.cov_sqrt.pow(2).mean())
+
+
+def _resample_sorted(sorted_vals, k):
+    """(C, K') sorted values -> (C, k) by linear interpolation of the quantile function."""
+    if sorted_vals.shape[-1] == k:
+        return sorted_vals
+    return F.interpolate(sorted_vals.unsqueeze(0), size=k, mode="linear",
+                         align_corners=True).squeeze(0)

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# tiny images gain nothing from threads, and one thread is steady on a busy machine
+torch.set_num_threads(1)
+
+
+def _img(arr):
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).float() / 255
+
+
+@pytest.fixture(scope="session")
+def content_img():
+    """A 40x56 crop-resize of scikit-image's 'chelsea' photo, as a tensor."""
+    from skimage import data
+    im = Image.fromarray(data.chelsea()).resize((56, 40), Image.BICUBIC)
+    return _img(np.asarray(im))
+
+
+@pytest.fixture(scope="session")
+def style_img():
+    """scikit-image's 'brick' texture coloured red/orange, 48x48."""
+    from skimage import data
+    b = np.asarray(Image.fromarray(data.brick()).resize((48, 48), Image.BICUBIC)).astype(float)
+    y, x = np.mgrid[0:48, 0:48]
+    rgb = np.stack([b, b * 0.5 + x * 1.5, b * 0.2 + (47 - y) * 1.2], -1)  # full-rank colours
+    return _img(rgb.clip(0, 255).astype(np.uint8))
+
+
+@pytest.fixture(scope="session")
+def style_img2():
+    """A blue/yellow stripe pattern, 48x48 (very different from the brick)."""
+    y, x = np.mgrid[0:48, 0:48]
+    s = (np.sin((x + y) / 3.0) > 0)[..., None]
+    rgb = np.where(s, [250, 220, 40], [20, 40, 160]) + (np.stack([x, y, x + y], -1) * 0.6)
+    rgb = rgb.clip(0, 255).astype(np.uint8)
+    return _img(rgb)
+
+
+@pytest.fixture(scope="session")
+def gatys():
+    from brushwork.methods.gatys import Gatys
+    return Gatys()
+
+
+def save_png(t, path):
+    a = (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(a).save(path)
+    return path
