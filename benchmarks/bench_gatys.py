@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--pastiche-steps", type=int, default=500)
     ap.add_argument("--only", choices=("pastiche", "brushwork"), help="run one tool only")
     ap.add_argument("--ours", default="", help="extra flags for brushwork, e.g. '--steps 100'")
+    ap.add_argument("--pairs", type=int, default=len(PAIRS), help="use the first N pairs")
     ap.add_argument("--fresh", action="store_true", help="ignore earlier results")
     args = ap.parse_args()
 
@@ -70,7 +71,7 @@ def main():
     results = {} if args.fresh or not results_path.exists() else json.loads(results_path.read_text())
     data = Path(args.data)
     for size in args.sizes:
-        for content_rel, style_rel in PAIRS:
+        for content_rel, style_rel in PAIRS[: args.pairs]:
             content, style = str(data / content_rel), str(data / style_rel)
             key = f"{Path(content_rel).stem}+{Path(style_rel).stem}@{size}"
             out = out_root / key

@@ -1,0 +1,388 @@
+"""ASMA-GAN (Chen et al., ACM MM 2020), "Anisotropic Stroke Control for Multiple Artists Style
+Transfer": one generator paints a photo in the manner of any of N artists, chosen by a label.
+
+Generator (``paper`` preset: chn=32, 7 plain + 1 conditional ResBlock, ~11.9M parameters):
+encoder1 (3 -> chn -> 2chn, 1/2 resolution: ``f``), encoder2 (three stride-2 convs to 8chn at
+1/16: the latent ``z``), a ResBlock trunk ending in a conditional ResBlock (CIN on the artist),
+the anisotropic stroke module (ASM) fusing the trunk output with ``f``, and a decoder; tanh
+output in [-1, 1] (the method returns [0, 1]). Discriminator: one spectral-normalised conv stack
+with projection heads at 1/4, 1/16 and 1/64. Losses: hinge GAN (photos are negatives too),
+style-aware content loss L1(E(G(x)), E(x)) on the generator's own encoder, transform loss
+MSE(T(x), T(G(x))) with T = AvgPool2d(10, 1, 4); 3 D steps per G step; Adam 2e-4 (0.9, 0.999).
+
+Our additions (the paper has neither):
+
+* **Stroke control.** The ASM's update gate z decides, per channel, how much of the fused fine
+  stream (h^, built from the 1/2-resolution encoder features) replaces the coarse stylised
+  stream (x_t, the 1/16 trunk upsampled x8). Large z = fine, small strokes; small z = the
+  coarse stream's large strokes. The ``stroke`` control reshapes the learned gate as
+  z ** stroke: stroke = 1 is the model as trained, stroke = 2 pushes every gate toward
+  the coarse stream (larger strokes), 0.5 toward fine detail (smaller strokes). With
+  ``stroke_mask`` (white = apply ``stroke``, black = as trained, grey = in between, in the
+  exponent) the exponent becomes a per-pixel map, so stroke size varies by region.
+* **Training within CPU means** (preset ``cpu``, flags): ``--warmup N`` first trains the
+  generator as an auto-encoder (L1 reconstruction) for N steps, so the GAN starts from an
+  image-preserving generator instead of noise; ``--style-weight W`` adds a VGG mean/std style
+  loss between G(x, y) and the batch's paintings of artist y (relu1_1..relu4_1), a dense signal
+  that shapes colours and textures long before the discriminator becomes informative.
+
+    brushwork train asma --styles DIR_OF_ARTIST_FOLDERS --content DIR --out F.safetensors
+    brushwork stylize photo.jpg -m asma --artist claude_monet --stroke 2 --stroke-mask sky.png
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .. import training
+from ._feedforward import has_bf16
+from ..blocks import (AnisotropicStrokeModule, ConditionalResBlock, ProjectionDiscriminator,
+                      hinge_d_loss, hinge_g_loss, one_hot_styles)
+from ..classifier import artist_folders
+from ..errors import BrushworkError, ControlError
+from ..image import load_mask
+from ..losses import mean_std, weighted_sum
+from ..protocol import Clock, Control, Progress, emit, resolve_controls
+from ..vgg import VGG19
+from ..shipped import load_weights, resolve_weights
+from .cin import mix_vector, parse_style_id
+
+SHIPPED_FILE = "asma_artists.safetensors"
+TRAIN_HINT = "brushwork train asma --styles DIR --content DIR --out F.safetensors"
+
+PRESETS = {
+    # name: generator chn, plain ResBlocks, discriminator chn, crop, batch, extras
+    "paper": dict(chn=32, n_plain=7, d_chn=32, size=256, batch=8, warmup=0, style_weight=0.0),
+    "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-4),
+    "tiny": dict(chn=4, n_plain=1, d_chn=4, size=32, batch=2, warmup=0, style_weight=0.0),
+}
+
+ARTIST = Control("artist", "str", "0",
+                 "artist of a multi-artist model: a name (prefix) or index, or a blend "
+                 "'monet:0.5,van_gogh:0.5' of their label codes")
+STROKE = Control("stroke", "float", 1.0,
+                 "stroke size relative to the trained model: >1 larger strokes, <1 smaller "
+                 "(reshapes the ASM update gate); with stroke_mask only where the mask is white",
+                 low=0.25, high=4.0)
+STROKE_MASK = Control("stroke_mask", "images", None,
+                      "one mask image: white = apply --stroke there, black = as trained")
+
+
+# ------------------------------------------------------------------------------------- network
+def _conv_in_lrelu(c_in, c_out, stride=1):
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                         nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.01))
+
+
+def _up_conv(c_in, c_out):
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_in_lrelu(c_in, c_out))
+
+
+class _PlainRes(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), nn.InstanceNorm2d(c, affine=True),
+            nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3, bias=False), nn.InstanceNorm2d(c, affine=True))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class Generator(nn.Module):
+    """``forward(x, style, stroke=None)``: x (B, 3, H, W) in [-1, 1] with H, W multiples of 16,
+    style (B, N) one-hot or mixing rows; returns (B, 3, H, W) in [-1, 1]."""
+
+    def __init__(self, n_styles: int, chn: int = 32, n_plain: int = 7):
+        super().__init__()
+        self.n_styles, self.chn, self.n_plain = n_styles, chn, n_plain
+        self.encoder1 = nn.Sequential(_conv_in_lrelu(3, chn), _conv_in_lrelu(chn, 2 * chn, 2))
+        self.encoder2 = nn.Sequential(_conv_in_lrelu(2 * chn, 4 * chn, 2),
+                                      _conv_in_lrelu(4 * chn, 8 * chn, 2),
+                                      _conv_in_lrelu(8 * chn, 8 * chn, 2))
+        self.trunk = nn.Sequential(*[_PlainRes(8 * chn) for _ in range(n_plain)])
+        self.cond = ConditionalResBlock(8 * chn, n_styles)
+        self.asm = AnisotropicStrokeModule(8 * chn, 2 * chn, n_styles, up=8)
+        self.decoder1 = nn.Sequential(_up_conv(8 * chn, 8 * chn), _up_conv(8 * chn, 4 * chn),
+                                      _up_conv(4 * chn, 2 * chn))
+        self.decoder2 = nn.Sequential(_up_conv(4 * chn, chn), nn.Conv2d(chn, 3, 3, 1, 1),
+                                      nn.Tanh())
+
+    def config(self) -> dict:
+        return {"n_styles": self.n_styles, "chn": self.chn, "n_plain": self.n_plain}
+
+    def encode(self, x):
+        """The generator's own encoder E (used by the style-aware content loss)."""
+        f = self.encoder1(x)
+        return f, self.encoder2(f)
+
+    def forward(self, x, style, stroke=None, return_gates: bool = False):
+        if x.shape[-1] % 16 or x.shape[-2] % 16:
+            raise BrushworkError(f"asma generator needs sides that are multiples of 16, got "
+                                 f"{tuple(x.shape[-2:])}")
+        f, z = self.encode(x)
+        s = self.cond(self.trunk(z), style)
+        label = 2 * style - 1  # +1 at the target artist, -1 elsewhere (soft for blends)
+        h, r, gate = self.asm(s, f, label, stroke)
+        out = self.decoder2(torch.cat([self.decoder1(s), h], 1))
+        return (out, r, gate) if return_gates else out
+
+
+def transform_loss(x, y):
+    """MSE between AvgPool2d(10, stride 1, pad 4) of the photo and of its stylisation."""
+    t = nn.functional.avg_pool2d
+    return F.mse_loss(t(x, 10, 1, 4), t(y, 10, 1, 4))
+
+
+def build(preset: str, n_styles: int, **overrides) -> tuple[Generator, ProjectionDiscriminator]:
+    if preset not in PRESETS:
+        raise BrushworkError(f"unknown asma preset {preset!r} (choose {', '.join(PRESETS)})")
+    cfg = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
+    return (Generator(n_styles, cfg["chn"], cfg["n_plain"]),
+            ProjectionDiscriminator(n_styles, cfg["d_chn"]))
+
+
+# ------------------------------------------------------------------------------------ inference
+def pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 16, (-w) % 16
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+class Asma:
+    name = "asma"
+    summary = "ASMA-GAN (Chen et al. 2020): multi-artist generator, --artist, stroke control"
+    needs_style = False
+    controls = {c.name: c for c in (ARTIST, STROKE, STROKE_MASK)}
+
+    def __init__(self, device="cpu", weights=None, bf16: bool = True, **options):
+        if options:
+            raise BrushworkError(f"asma: unknown option(s) {', '.join(sorted(options))}")
+        self.device = training.pick_device(device)
+        path = resolve_weights(weights, SHIPPED_FILE, TRAIN_HINT)
+        state, meta = load_weights(path)
+        try:
+            cfg = json.loads(meta["config"])
+            self.artists = json.loads(meta["artists"])
+            self.net = Generator(int(cfg["n_styles"]), int(cfg["chn"]), int(cfg["n_plain"]))
+        except (KeyError, ValueError):
+            raise BrushworkError(f"{path}: not an asma weight file") from None
+        training.load_prefixed(self.net, "generator", state, source=str(path))
+        self.net.to(self.device).eval().requires_grad_(False)
+        self.bf16 = bf16 and has_bf16(self.device)
+
+    def labels(self) -> list[str]:
+        return list(self.artists)
+
+    def render_all(self, content, controls=None) -> list[torch.Tensor]:
+        return [self.stylize(content, controls={**(controls or {}), "artist": str(i)})
+                for i in range(len(self.artists))]
+
+    def stylize(self, content, styles=None, *, style_weights=None, controls=None, seed=None,
+                callback=None) -> torch.Tensor:
+        c = resolve_controls(self.name, self.controls, controls)
+        clock = Clock()
+        style = mix_vector(parse_style_id(c["artist"], self.artists), len(self.artists))
+        stroke = c["stroke"]
+        if c["stroke_mask"]:
+            if len(c["stroke_mask"]) != 1:
+                raise ControlError("asma: give one stroke_mask")
+            m = load_mask(c["stroke_mask"][0], tuple(content.shape[-2:]))
+            # exponent map: 1 (as trained) where black, ``stroke`` where white (log-linear mix)
+            stroke = torch.exp(m * torch.log(torch.tensor(float(stroke))))
+        elif stroke == 1.0:
+            stroke = None
+        x, (h, w) = pad16(content.to(self.device) * 2 - 1)
+        if torch.is_tensor(stroke):
+            stroke, _ = pad16(stroke.to(self.device))
+            stroke = stroke.clamp_min(1e-3)
+        with torch.no_grad(), training.autocast(self.device, self.bf16):
+            y = self.net(x, style.to(self.device), stroke)
+        out = ((y.float()[..., :h, :w] + 1) / 2).clamp(0, 1).cpu()
+        emit(callback, Progress(self.name, "done", 1, 1, size=(h, w), elapsed=clock()))
+        return out
+
+
+# ------------------------------------------------------------------------------------ training
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+
+
+class Paintings:
+    """All paintings of all artists (uint8, short side ``load_size``), sampled uniformly."""
+
+    def __init__(self, root, load_size: int, min_images: int):
+        self.artists, self.images, self.labels = [], [], []
+        for label, artist in enumerate(artist_folders(root, min_images)):
+            imgs = training.load_folder(Path(root) / artist, load_size)
+            self.artists.append(artist)
+            self.images += imgs
+            self.labels += [label] * len(imgs)
+
+    def sample(self, size: int, batch: int, g: torch.Generator):
+        idx = torch.randint(len(self.images), (batch,), generator=g).tolist()
+        crops = torch.cat([training.sample_batch([self.images[i]], size, 1, g) for i in idx])
+        return crops, torch.tensor([self.labels[i] for i in idx])
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--styles", required=True, help="folder of artist sub-folders of paintings")
+    p.add_argument("--content", required=True, help="folder of content photos (recursive)")
+    p.add_argument("--out", required=True, help="output weight file (.safetensors)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                   help="paper = the paper's sizes; cpu = ours for a 2-core CPU; tiny = tests")
+    p.add_argument("--chn", type=int, default=None, help="generator width (preset)")
+    p.add_argument("--n-plain", type=int, default=None, help="plain ResBlocks (preset)")
+    p.add_argument("--d-chn", type=int, default=None, help="discriminator width (preset)")
+    p.add_argument("--size", type=int, default=None, help="crop size (preset)")
+    p.add_argument("--batch", type=int, default=None, help="batch (preset)")
+    p.add_argument("--load-size", type=int, default=None, help="photo short side before cropping")
+    p.add_argument("--style-load-size", type=int, default=256,
+                   help="painting short side before cropping (native scale of the sets)")
+    p.add_argument("--min-images", type=int, default=20, help="skip artists with fewer paintings")
+    p.add_argument("--steps", type=int, default=2000, help="generator steps")
+    p.add_argument("--d-steps", type=int, default=3, help="discriminator steps per G step")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--adv-weight", type=float, default=1.0)
+    p.add_argument("--feature-weight", type=float, default=50.0, help="style-aware content loss")
+    p.add_argument("--transform-weight", type=float, default=50.0)
+    p.add_argument("--style-weight", type=float, default=None,
+                   help="ours: VGG mean/std loss to the artist's paintings (preset)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="ours: auto-encoder steps before the GAN (preset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-bf16", dest="bf16", action="store_false")
+    p.add_argument("--checkpoint", default=None, help="default: OUT with .ckpt")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--sample-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--fp16", action="store_true", help="store the exported weights as fp16")
+
+
+def resolve_arguments(args) -> dict:
+    """Preset values overlaid with the flags that were given."""
+    if args.preset not in PRESETS:
+        raise BrushworkError(f"unknown asma preset {args.preset!r}")
+    cfg = dict(PRESETS[args.preset])
+    for k in ("chn", "n_plain", "d_chn", "size", "batch", "warmup", "style_weight"):
+        v = getattr(args, k, None)
+        if v is not None:
+            cfg[k] = v
+    if cfg["size"] < 32 or cfg["size"] % 16:
+        raise BrushworkError("--size must be a multiple of 16, at least 32")
+    if cfg["batch"] < 1 or args.steps < 1 or args.d_steps < 0 or not args.lr > 0:
+        raise BrushworkError("--batch and --steps must be >= 1, --d-steps >= 0, --lr > 0")
+    if not str(args.out).endswith(".safetensors"):
+        raise BrushworkError(f"--out {args.out}: use a .safetensors file name")
+    out_dir = Path(args.out).parent
+    if str(out_dir) and not out_dir.is_dir():
+        raise BrushworkError(f"--out {args.out}: directory {out_dir} does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return cfg
+
+
+def run(args, callback=None) -> dict:
+    cfg = resolve_arguments(args)
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    device = training.pick_device(args.device)
+    size, batch = cfg["size"], cfg["batch"]
+    load = args.load_size or max(size, min(512, 2 * size))
+    photos = training.load_folder(args.content, load)
+    paintings = Paintings(args.styles, max(size, args.style_load_size), args.min_images)
+    n = len(paintings.artists)
+    G, D = build(args.preset, n, chn=cfg["chn"], n_plain=cfg["n_plain"], d_chn=cfg["d_chn"])
+    G.to(device)
+    D.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    vgg = VGG19(last_layer="relu4_1", device=device, autocast=args.bf16) \
+        if cfg["style_weight"] > 0 else None
+    ckpt = training.checkpoint_path(args)
+    models, opts = {"generator": G, "discriminator": D}, {"g": opt_g, "d": opt_d}
+    start = training.load_checkpoint(ckpt, models=models, optimizers=opts)["step"] \
+        if args.resume else 0
+    warmup, total = cfg["warmup"], cfg["warmup"] + args.steps
+    clock, log = Clock(), {}
+    G.train()
+    D.train()
+    for step in range(start, total):
+        g = training.step_generator(args.seed, step)
+        x = training.sample_batch(photos, size, batch, g).to(device) * 2 - 1
+        if step < warmup:  # ours: auto-encoder warm-up (identity reconstruction)
+            y = one_hot_styles(torch.randint(n, (batch,), generator=g), n).to(device)
+            with training.autocast(device, args.bf16):
+                out = G(x, y)
+            loss, log = weighted_sum({"recon": (1.0, F.l1_loss(out.float(), x))})
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+        else:
+            log = {}
+            for k in range(args.d_steps):
+                gd = training.step_generator(args.seed, step, stream=k + 1)
+                xd = training.sample_batch(photos, size, batch, gd).to(device) * 2 - 1
+                real, ids = paintings.sample(size, batch, gd)
+                yd = one_hot_styles(ids, n).to(device)
+                with torch.no_grad(), training.autocast(device, args.bf16):
+                    fake = G(xd, yd).float()
+                # D runs in float32: spectral norm's backward under bf16 autocast gives NaNs.
+                d_real = D(real.to(device) * 2 - 1, yd)
+                d_neg = D(xd, yd) + D(fake, yd)  # photos and stylisations are both negatives
+                d_loss = hinge_d_loss(d_real, d_neg)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                log["d_hinge"] = float(d_loss.detach())
+            real, ids = paintings.sample(size, batch, g)
+            y = one_hot_styles(ids, n).to(device)
+            with training.autocast(device, args.bf16):
+                out = G(x, y)
+                e_out, e_x = G.encode(out)[1], G.encode(x)[1]
+            adv = hinge_g_loss(D(out.float(), y))
+            terms = {"adv": (args.adv_weight, adv),
+                     "feature": (args.feature_weight, F.l1_loss(e_out.float(), e_x.float())),
+                     "transform": (args.transform_weight, transform_loss(x, out.float()))}
+            if vgg is not None:  # ours: dense VGG statistics signal toward the artist
+                fo = vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
+                with torch.no_grad():
+                    fr = vgg(real.to(device), list(STYLE_LAYERS))
+                st = 0.0
+                for name in STYLE_LAYERS:
+                    (mo, so), (mr, sr) = mean_std(fo[name]), mean_std(fr[name])
+                    st = st + F.mse_loss(mo, mr) + F.mse_loss(so, sr)
+                terms["style"] = (cfg["style_weight"], st)
+            loss, g_log = weighted_sum(terms)
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+            log = {**g_log, **log}
+        done = step + 1
+        emit(callback, training.train_event("asma", done, total, log, clock(),
+                                            message="warmup" if step < warmup else ""))
+        if done % args.checkpoint_every == 0 or done == total:
+            training.save_checkpoint(ckpt, models=models, optimizers=opts, step=done,
+                                     config={**vars(args), **cfg})
+        if args.sample_every and (done % args.sample_every == 0 or done == total):
+            training.save_grid([(x[:4] + 1) / 2, (out.detach().float()[:4] + 1) / 2],
+                               Path(ckpt).with_name(Path(ckpt).stem + f"_sample_{done:06d}.png"))
+    G.eval()
+    meta = {"method": "asma", "config": json.dumps(G.config()),
+            "artists": json.dumps(paintings.artists), "steps": str(total), "crop": str(size),
+            "preset": args.preset}
+    sha = training.save_weights(training.prefixed_state("generator", G), args.out,
+                                fp16=args.fp16, metadata=meta)
+    emit(callback, training.train_event("asma", total, total, log, clock(),
+                                        message=f"wrote {args.out}", kind="done"))
+    return {"out": str(args.out), "sha256": sha, "steps": total, "losses": log,
+            "artists": paintings.artists, "seconds": clock()}

@@ -1,0 +1,72 @@
+"""Style swap (Chen & Schmidt 2016; the patch swap Avatar-Net builds on).
+
+Every 3x3 patch of the content's relu3_1 features is replaced by the most similar style patch
+(normalised cross-correlation), overlaps are averaged, and the result is decoded by a relu3_1
+decoder trained for reconstruction. The weight file is a ``wct`` file that has a level-3
+decoder (``brushwork train wct --levels 3``) or a ``styleswap`` file with ``decoder3.*``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import training
+from ..blocks import decoder, style_swap
+from ..errors import BrushworkError
+from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Control, Progress,
+                        emit, normalize_style_weights, resolve_controls)
+from ..vgg import VGG19
+from . import _feedforward as ff
+
+DEFAULT_FILE = "wct_vgg.safetensors"
+TRAIN_HINT = "brushwork train wct --levels 3 --content DIR --styles DIR --out FILE"
+PATCH = Control("patch_size", "int", 3, "style swap patch size (odd, in relu3_1 positions)",
+                low=1, high=9)
+STYLE_STRIDE = Control("patch_stride", "int", 1,
+                       "stride of the style patch grid (2 = 4x fewer patches, faster)",
+                       low=1, high=4)
+
+
+class StyleSwap:
+    name = "styleswap"
+    summary = "Style swap (Chen & Schmidt 2016): nearest style patch per content patch at relu3_1"
+    controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE, PATCH,
+                                     STYLE_STRIDE)}
+
+    def __init__(self, device="cpu", weights=None, bf16: bool | None = None):
+        self.device = torch.device(device)
+        self.bf16 = ff.has_bf16(self.device) if bf16 is None else bool(bf16)
+        state, meta, path = ff.load_method_weights(("styleswap", "wct"), weights, DEFAULT_FILE,
+                                                   TRAIN_HINT)
+        if 3 not in ff.meta_levels(meta, path):
+            raise BrushworkError(f"{path}: has no relu3_1 (level 3) decoder for style swap")
+        if meta.get("encoder", "vgg") != "vgg":
+            raise BrushworkError(f"{path}: style swap needs a VGG19 decoder, not a small-encoder one")
+        self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu3_1")
+        self.decoder = decoder(3, ff.meta_float(meta, "width", 1.0, path))
+        training.load_prefixed(self.decoder, "decoder3", state, str(path))
+        self.decoder.to(self.device).eval().requires_grad_(False)
+
+    @torch.inference_mode()
+    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
+                callback=None) -> torch.Tensor:
+        c = resolve_controls(self.name, self.controls, controls)
+        if c["patch_size"] % 2 == 0:
+            raise BrushworkError(f"styleswap: patch_size must be odd, got {c['patch_size']}")
+        weights = normalize_style_weights(len(styles), style_weights)
+        clock = Clock()
+        content, styles, masks, content_rgb = ff.prepare(content, styles, c, self.device)
+        hw = tuple(content.shape[-2:])
+        x = ff.pad_to_multiple(content, 4)
+        cf = ff.encode_big(self.encoder, x, "relu3_1", self.bf16, 4)
+        targets = []
+        for i, s in enumerate(styles):
+            sf = self.encoder(s, "relu3_1")["relu3_1"]
+            targets.append(style_swap(cf, sf, c["patch_size"], c["patch_stride"]))
+            emit(callback, Progress(self.name, "step", i + 1, len(styles), elapsed=clock()))
+        pm = None if masks is None else [ff.pad_to_multiple(m, 4) for m in masks]
+        t = ff.combine(cf, targets, weights, pm, c["strength"])
+        out = ff.decode_big(self.decoder, t, self.bf16, 4)[..., :hw[0], :hw[1]]
+        out = ff.finish(out, hw, content_rgb)
+        emit(callback, Progress(self.name, "done", len(styles), len(styles), size=hw,
+                                elapsed=clock()))
+        return out

@@ -1,0 +1,234 @@
+"""WCT: universal style transfer via feature transforms (Li et al. 2017).
+
+Coarse to fine, at relu5_1, relu4_1, ..., relu1_1: encode the current image, whiten the content
+features and colour them with the style's covariance and mean (eigendecomposition in float64),
+blend with the content features by ``strength``, decode with that level's decoder. Decoders are
+trained only for reconstruction (pixel + feature loss), so no style is ever seen in training.
+
+Weight files: ``decoder{L}.*`` tensors for each level L in the ``levels`` metadata. With
+``encoder="small"`` the file from ``brushwork train distill`` is used as is (its decoders are
+reconstruction decoders for the distilled encoder).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .. import training
+from ..blocks import LEVEL_LAYERS, apply_affine, decoder, feature_stats, wct_matrix
+from ..errors import BrushworkError
+from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Control, Progress,
+                        emit, normalize_style_weights, resolve_controls)
+from ..vgg import VGG19
+from . import _feedforward as ff
+
+DEFAULT_FILE = "wct_vgg.safetensors"
+DEFAULT_SMALL_FILE = "distill_small.safetensors"
+TRAIN_HINT = "brushwork train wct --content DIR --styles DIR --out FILE"
+SMALL_HINT = "brushwork train distill --content DIR --styles DIR --out FILE"
+
+LEVELS = Control("levels", "str_list", None,
+                 "WCT levels to apply, coarse to fine (e.g. 5,4,3,2,1; default: all in the file)")
+
+
+def wct_target(cf: torch.Tensor, sf: torch.Tensor, mask: torch.Tensor | None = None,
+               eps: float = 1e-5) -> torch.Tensor:
+    """WCT of ``cf`` to ``sf``; with a mask only the masked content positions are transformed
+    (with their own statistics), the rest is left as is."""
+    s_mean, s_cov = feature_stats(sf[0].flatten(1))
+    flat = cf[0].flatten(1)
+    if mask is None:
+        c_mean, c_cov = feature_stats(flat)
+        return apply_affine(flat, wct_matrix(c_cov, s_cov, eps), c_mean, s_mean).view_as(cf)
+    m = F.interpolate(mask, size=cf.shape[-2:], mode="nearest")[0, 0].flatten() > 0.5
+    out = cf.clone()
+    if int(m.sum()) < 2:
+        return out
+    c_mean, c_cov = feature_stats(flat[:, m])
+    out[0].view(cf.shape[1], -1)[:, m] = apply_affine(flat[:, m], wct_matrix(c_cov, s_cov, eps),
+                                                      c_mean, s_mean)
+    return out
+
+
+class WCT:
+    name = "wct"
+    summary = "WCT (Li et al. 2017): whitening-colouring at relu5_1..relu1_1, decoders per level"
+    controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE, LEVELS)}
+
+    def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None):
+        if encoder not in ("vgg", "small"):
+            raise BrushworkError(f"wct: unknown encoder {encoder!r} (choose vgg or small)")
+        self.device = torch.device(device)
+        self.bf16 = ff.has_bf16(self.device) if bf16 is None else bool(bf16)
+        default, hint = (DEFAULT_FILE, TRAIN_HINT) if encoder == "vgg" else (DEFAULT_SMALL_FILE,
+                                                                            SMALL_HINT)
+        state, meta, path = ff.load_method_weights(("wct", "distill"), weights, default, hint)
+        self.levels = ff.meta_levels(meta, path)
+        small = meta.get("encoder") == "small"
+        self.encoder = ff.make_encoder(meta, state, self.device, self.bf16,
+                                       LEVEL_LAYERS[max(self.levels)], path)
+        width = ff.meta_float(meta, "width", 1.0, path)
+        self.decoders = {}
+        for level in self.levels:
+            in_ch = self.encoder.channels[LEVEL_LAYERS[level]] if small else None
+            dec = decoder(level, width, in_ch)
+            training.load_prefixed(dec, f"decoder{level}", state, str(path))
+            self.decoders[level] = dec.to(self.device).eval().requires_grad_(False)
+
+    @torch.inference_mode()
+    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
+                callback=None) -> torch.Tensor:
+        c = resolve_controls(self.name, self.controls, controls)
+        weights = normalize_style_weights(len(styles), style_weights)
+        levels = self.levels
+        if c["levels"]:
+            try:
+                levels = [int(x) for x in c["levels"]]
+            except ValueError:
+                raise BrushworkError(f"wct: levels must be numbers 1..5, got {c['levels']}") from None
+            missing = [l for l in levels if l not in self.decoders]
+            if missing:
+                raise BrushworkError(f"wct: no decoder for level(s) {missing} in the weight file "
+                                     f"(it has {self.levels})")
+        else:
+            levels = sorted(levels, reverse=True)
+        clock = Clock()
+        content, styles, masks, content_rgb = ff.prepare(content, styles, c, self.device)
+        hw = tuple(content.shape[-2:])
+        mult = 2 ** (max(levels) - 1)
+        x = ff.pad_to_multiple(content, mult)
+        pm = None if masks is None else [ff.pad_to_multiple(m, mult) for m in masks]
+        for i, level in enumerate(levels):
+            layer = LEVEL_LAYERS[level]
+            stride = 2 ** (level - 1)
+            cf = ff.encode_big(self.encoder, x, layer, self.bf16, stride)
+            targets = [wct_target(cf, ff.encode(self.encoder, s, layer, self.bf16)[layer],
+                                  None if pm is None else pm[j])
+                       for j, s in enumerate(styles)]
+            t = ff.combine(cf, targets, weights, pm, c["strength"])
+            x = ff.decode_big(self.decoders[level], t, self.bf16, stride)
+            emit(callback, Progress(self.name, "step", i + 1, len(levels), elapsed=clock()))
+        out = ff.finish(x[..., :hw[0], :hw[1]], hw, content_rgb)
+        emit(callback, Progress(self.name, "done", len(levels), len(levels), size=hw,
+                                elapsed=clock()))
+        return out
+
+
+# ------------------------------------------------------------------------------------- training
+def add_arguments(parser) -> None:
+    training.add_common_arguments(parser, size=256, batch=8, steps=20000, lr=1e-4)
+    parser.add_argument("--levels", default="1,2,3,4,5", help="decoder levels to train")
+    parser.add_argument("--width", type=float, default=1.0, help="decoder channel multiplier")
+    parser.add_argument("--feature-weight", type=float, default=1.0,
+                        help="weight of the (relative) feature reconstruction loss")
+    parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = sorted({int(x) for x in str(text).split(",") if x.strip()})
+    except ValueError:
+        raise BrushworkError(f"--levels {text!r}: give numbers 1..5 separated by commas") from None
+    if not levels or any(l < 1 or l > 5 for l in levels):
+        raise BrushworkError(f"--levels {text!r}: give numbers 1..5 separated by commas")
+    return levels
+
+
+def recon_losses(enc, decoders: dict, x, bf16, device, feature_weight, feats=None):
+    """Sum over levels of pixel MSE + feature_weight * relative feature MSE; (total, parts)."""
+    layers = [LEVEL_LAYERS[l] for l in decoders]
+    if feats is None:
+        with torch.no_grad():
+            feats = ff.encode(enc, x, layers, bf16)
+    total, parts = 0.0, {}
+    for level, dec in decoders.items():
+        layer = LEVEL_LAYERS[level]
+        with training.autocast(device, bf16):
+            y = dec(feats[layer]).float()
+        pix = F.mse_loss(y, x)
+        fy = ff.encode(enc, y, layer, bf16)[layer]
+        feat = F.mse_loss(fy, feats[layer]) / feats[layer].pow(2).mean().clamp_min(1e-8)
+        total = total + pix + feature_weight * feat
+        parts[f"pix{level}"] = float(pix.detach())
+        parts[f"feat{level}"] = float(feat.detach())
+    parts["total"] = float(total.detach())
+    return total, parts
+
+
+def run(args, callback=None) -> Path:
+    """Train reconstruction decoders for the VGG19 relu{L}_1 levels; returns the weight file."""
+    training.check_common_arguments(args)
+    levels = parse_levels(args.levels)
+    device = training.pick_device(args.device)
+    bf16 = args.bf16 and ff.has_bf16(device)
+    torch.manual_seed(args.seed)
+    contents, styles = training.load_training_data(args)
+    images = contents + styles
+    enc = VGG19(device=device, autocast=bf16, last_layer=LEVEL_LAYERS[max(levels)])
+    decoders = {l: decoder(l, args.width).to(device) for l in levels}
+    models = {f"decoder{l}": d for l, d in decoders.items()}
+    params = [p for d in decoders.values() for p in d.parameters()]
+    opt = torch.optim.Adam(params, lr=args.lr)
+    meta = {"method": "wct", "levels": ",".join(map(str, levels)), "width": str(args.width),
+            "encoder": "vgg"}
+    train_loop("wct", args, images, models, {"decoders": opt}, device, callback,
+               lambda x: recon_losses(enc, decoders, x, bf16, device, args.feature_weight),
+               lambda x: [x] + [_recon(enc, decoders[l], x, l, bf16) for l in levels], meta)
+    return Path(args.out)
+
+
+def _recon(enc, dec, x, level, bf16):
+    layer = LEVEL_LAYERS[level]
+    return ff.decode(dec, ff.encode(enc, x, layer, bf16)[layer], bf16).clamp(0, 1)
+
+
+def train_loop(name, args, images, models, optimizers, device, callback, loss_fn, sample_fn,
+               meta, extra_state=None):
+    """A plain reconstruction-style loop over batches of ``images`` (shared by wct, distill,
+    styleswap): checkpoints, sample grids, events, final safetensors."""
+    ckpt = training.checkpoint_path(args)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    step = 0
+    if args.resume:
+        step = training.load_checkpoint(ckpt, models=models, optimizers=optimizers,
+                                        lr=args.lr)["step"]
+    it = training.batches(images, args.size, args.batch, args.seed, start_step=step)
+    fixed = training.sample_batch(images, args.size, 4, training.step_generator(args.seed, 0, 9))
+    clock, t0 = Clock(), step
+    losses = {}
+    while step < args.steps:
+        x = next(it).to(device)
+        for m in models.values():
+            m.train()
+        total, losses = loss_fn(x)
+        for o in optimizers.values():
+            o.zero_grad(set_to_none=True)
+        total.backward()
+        for o in optimizers.values():
+            o.step()
+        step += 1
+        if not torch.isfinite(total):
+            raise BrushworkError(f"training diverged at step {step} (loss is not finite); lower --lr")
+        emit(callback, training.train_event(name, step, args.steps, losses, clock(),
+                                            f"{(step - t0) / max(clock(), 1e-9):.2f} it/s"))
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            training.save_checkpoint(ckpt, models=models, optimizers=optimizers, step=step,
+                                     config=config)
+            training.log_line(ckpt.with_suffix(".log.jsonl"),
+                              {"step": step, "time": round(clock(), 1), **losses})
+        if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+            for m in models.values():
+                m.eval()
+            with torch.no_grad():
+                rows = sample_fn(fixed.to(device))
+            training.save_grid(rows, ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
+    state = dict(extra_state or {})
+    for k, m in models.items():
+        state.update(training.prefixed_state(k, m.eval()))
+    meta = {**meta, "steps": str(step), "crop": str(args.size), "batch": str(args.batch),
+            "lr": str(args.lr)}
+    training.save_weights(state, args.out, fp16=getattr(args, "fp16", False), metadata=meta)
+    emit(callback, training.train_event(name, step, args.steps, losses, clock(),
+                                        f"wrote {args.out}", kind="done"))

@@ -1,0 +1,226 @@
+"""The style-accuracy metric of ASMA-GAN (a.k.a. deception rate), and the style sheet.
+
+**Style accuracy**: stylise a set of content photos once per artist and count the share of
+results the artist classifier (:mod:`brushwork.classifier`) assigns to the target artist, per
+artist and overall. Multi-artist methods (``asma``) are driven by the artist's label;
+arbitrary-style methods (``gatys``, ``adain``, ...) by one painting of that artist, drawn
+(seeded) from the classifier's *held-out* paintings, so the judge never trained on the exact
+painting that drives the method.
+
+**Sheet**: every built-in style or artist of a model (``cin``, ``asma``) on one photo, in one
+labelled grid (Pillow's default font).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from .classifier import ArtistClassifier, artist_folders, split_by_painting
+from .errors import BrushworkError
+from .image import load_image, resize_long_side, to_pil
+from .protocol import Clock, Progress, emit
+from .training import list_images
+
+
+def content_set(content_dir, n: int, size: int, seed: int) -> list[tuple[str, torch.Tensor]]:
+    files = list_images(content_dir)
+    rng = random.Random(seed)
+    files = rng.sample(files, min(n, len(files)))
+    return [(f.name, load_image(f, size)) for f in files]
+
+
+def heldout_paintings(clf: ArtistClassifier, styles_dir, meta_holdout: float, seed: int):
+    """{artist: held-out painting paths} under the classifier's own seeded split."""
+    folders = artist_folders(styles_dir, 1)
+    folders = {a: folders[a] for a in clf.classes if a in folders}
+    missing = [a for a in clf.classes if a not in folders]
+    if missing:
+        raise BrushworkError(f"{styles_dir}: no folder for artist(s) {', '.join(missing)}")
+    _, test = split_by_painting(folders, meta_holdout, seed)
+    out = {a: [] for a in folders}
+    names = list(folders)
+    for path, label in test:
+        out[names[label]].append(path)
+    return out
+
+
+def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paintings=None,
+             artists=None, style_size: int = 256, controls=None, seed: int = 0,
+             callback=None) -> dict:
+    """-> {"per_artist": {artist: share}, "overall": share, "n": count, "seconds": s}.
+
+    ``method`` follows the Stylizer protocol; label-driven methods (with ``labels()``) get
+    ``controls['artist']``, others one painting per (content, artist) from ``paintings``."""
+    clock = Clock()
+    labelled = hasattr(method, "labels") and not getattr(method, "needs_style", True)
+    artists = artists or clf.classes
+    if labelled:
+        known = method.labels()
+        absent = [a for a in artists if a not in known]
+        if absent:
+            raise BrushworkError(f"{method_name}: model has no artist(s) {', '.join(absent)}")
+    rng = random.Random(seed)
+    hits, counts, done = {}, {}, 0
+    total = len(artists) * len(contents)
+    for artist in artists:
+        target = clf.classes.index(artist)
+        for _, x in contents:
+            if labelled:
+                key = "artist" if "artist" in method.controls else "style_id"
+                y = method.stylize(x, [], controls={**(controls or {}), key: artist}, seed=seed)
+            else:
+                pool = (paintings or {}).get(artist)
+                if not pool:
+                    raise BrushworkError(f"no held-out painting of {artist} to drive {method_name}")
+                style = load_image(rng.choice(pool), style_size)
+                y = method.stylize(x, [style], controls=controls, seed=seed)
+            pred = int(clf.predict_proba(y).argmax(1))
+            hits[artist] = hits.get(artist, 0) + int(pred == target)
+            counts[artist] = counts.get(artist, 0) + 1
+            done += 1
+            emit(callback, Progress(method_name, "step", done, total, elapsed=clock(),
+                                    message=artist))
+    per = {a: hits[a] / counts[a] for a in artists}
+    return {"per_artist": per, "overall": sum(hits.values()) / max(1, sum(counts.values())),
+            "n": sum(counts.values()), "seconds": clock()}
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """Markdown table: one row per artist, one column per method, plus 'overall'."""
+    methods = list(results)
+    artists = []
+    for r in results.values():
+        artists += [a for a in r["per_artist"] if a not in artists]
+    lines = ["| artist | " + " | ".join(methods) + " |",
+             "|---|" + "---:|" * len(methods)]
+    for a in artists:
+        cells = [f"{results[m]['per_artist'][a] * 100:.0f} %" if a in results[m]["per_artist"]
+                 else "-" for m in methods]
+        lines.append(f"| {a} | " + " | ".join(cells) + " |")
+    lines.append("| **overall** | " + " | ".join(f"**{results[m]['overall'] * 100:.1f} %**"
+                                                for m in methods) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- sheet
+def render_sheet(content: torch.Tensor, outputs: list[torch.Tensor], labels: list[str],
+                 cols: int | None = None, pad: int = 4, label_h: int = 14) -> Image.Image:
+    """A grid: the content first ("content"), then one cell per output, each labelled below."""
+    if len(outputs) != len(labels):
+        raise BrushworkError("sheet: one label per output is required")
+    cells = [("content", content)] + list(zip(labels, outputs))
+    cols = cols or min(len(cells), 4)
+    rows = (len(cells) + cols - 1) // cols
+    h, w = content.shape[-2:]
+    sheet = Image.new("RGB", (cols * (w + pad) + pad, rows * (h + label_h + pad) + pad),
+                      (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for i, (label, img) in enumerate(cells):
+        r, c = divmod(i, cols)
+        x0, y0 = pad + c * (w + pad), pad + r * (h + label_h + pad)
+        sheet.paste(to_pil(img), (x0, y0))
+        text = label if len(label) * 6 <= w else label[: max(1, w // 6 - 1)] + "~"
+        draw.text((x0 + 2, y0 + h + 1), text, fill=(0, 0, 0), font=font)
+    return sheet
+
+
+def sheet_for(method, content: torch.Tensor, size: int | None = 256, controls=None) -> Image.Image:
+    """Render every built-in style/artist of a labelled method (``cin``, ``asma``) on ``content``."""
+    if not hasattr(method, "render_all"):
+        raise BrushworkError(f"method {getattr(method, 'name', method)!r} has no built-in styles "
+                             f"to put on a sheet (use cin or asma)")
+    x = resize_long_side(content, size) if size else content
+    return render_sheet(x, method.render_all(x, controls), method.labels())
+
+
+# ------------------------------------------------------------------------------- command line
+def add_eval_arguments(p) -> None:
+    """Flags of `brushwork eval style-accuracy`."""
+    p.add_argument("--methods", default="asma,gatys,adain",
+                   help="comma-separated methods to judge (label-driven or painting-driven)")
+    p.add_argument("--styles", required=True, help="folder of artist sub-folders (the paintings "
+                   "that drive painting-driven methods: the classifier's held-out ones)")
+    p.add_argument("--content", required=True, help="folder of content photos")
+    p.add_argument("--classifier", default=None, help="artist classifier (default: shipped)")
+    p.add_argument("--artists", default=None, help="comma-separated subset of the artists")
+    p.add_argument("--n-content", type=int, default=10, help="content photos per artist")
+    p.add_argument("--size", type=int, default=256, help="content long side")
+    p.add_argument("--style-size", type=int, default=256, help="driving painting long side")
+    p.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
+                   help="weight file for a method (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.CONTROL=VALUE",
+                   help="a control for one method, e.g. gatys.steps=100 (repeatable)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def _pairs(items, sep: str, what: str) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or (sep == "." and "." not in key):
+            raise BrushworkError(f"{what}: expected {item!r} to look like "
+                                 f"{'METHOD=PATH' if sep == '=' else 'METHOD.CONTROL=VALUE'}")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def run_eval(args, callback=None) -> dict:
+    """Judge each method; returns {"results": {method: result}, "table": markdown}."""
+    import json
+
+    from .methods import get_method
+
+    clf = ArtistClassifier.load(args.classifier)
+    artists = [a.strip() for a in args.artists.split(",")] if args.artists else clf.classes
+    unknown = [a for a in artists if a not in clf.classes]
+    if unknown:
+        raise BrushworkError(f"the classifier has no artist(s) {', '.join(unknown)} "
+                             f"(it knows {', '.join(clf.classes)})")
+    weights = dict(_pairs(args.weights, "=", "--weights"))
+    controls: dict[str, dict] = {}
+    for key, value in _pairs(args.set, ".", "--set"):
+        method, _, name = key.partition(".")
+        controls.setdefault(method, {})[name] = value
+    contents = content_set(args.content, args.n_content, args.size, args.seed)
+    paintings = None
+    results = {}
+    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        cls = get_method(name)
+        options = {"weights": weights[name]} if name in weights else {}
+        method = cls(device=args.device, **options)
+        if getattr(method, "needs_style", True) and paintings is None:
+            paintings = heldout_paintings(clf, args.styles, clf.holdout, clf.split_seed)
+        results[name] = evaluate(name, method, clf, contents, paintings=paintings,
+                                 artists=artists, style_size=args.style_size,
+                                 controls=controls.get(name), seed=args.seed, callback=callback)
+    out = {"results": results, "table": format_table(results),
+           "n_content": len(contents), "size": args.size}
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+def add_sheet_arguments(p) -> None:
+    p.add_argument("content", metavar="CONTENT", help="content photo")
+    p.add_argument("-m", "--method", default="cin", help="a method with built-in styles: cin, asma")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg)")
+    p.add_argument("--size", type=int, default=256, help="long side of each cell")
+    p.add_argument("--weights", default=None, help="weight file (default: shipped)")
+    p.add_argument("--device", default="cpu")
+
+
+def run_sheet(args) -> Path:
+    from .image import check_output_path, save_image
+    from .methods import get_method
+
+    out = check_output_path(args.output)
+    options = {"weights": args.weights} if args.weights else {}
+    method = get_method(args.method)(device=args.device, **options)
+    sheet = sheet_for(method, load_image(args.content), size=args.size or None)
+    return save_image(sheet, out)

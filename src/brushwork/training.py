@@ -1,0 +1,418 @@
+"""Shared pieces for `brushwork train NAME ...`: data, seeded sampling, checkpoints, grids, events.
+
+Everything here is a plain function. A trainer is a module (usually the method's own file)
+exposing ``add_arguments(parser)`` and ``run(args, callback)``; ``TRAINERS`` maps names to them.
+
+* Data: :func:`load_folder` reads every jpg/png under a folder (recursively), scales each so its
+  short side is ``load_size`` (small images are upscaled) and keeps them in memory as uint8.
+  :func:`sample_batch` draws random crops + horizontal flips from a ``torch.Generator``;
+  :func:`batches` is an infinite seeded sampler whose stream depends only on (seed, step), so a
+  resumed run sees exactly the batches it would have seen.
+* Checkpoints: :func:`save_checkpoint` / :func:`load_checkpoint` store model(s), optimizer, step,
+  RNG state and the run's settings as a dict of tensors and plain values, written atomically with
+  ``torch.save`` and read back with ``weights_only=True`` (no pickled code runs).
+* Weights for shipping/using: :func:`save_weights` (safetensors, optional fp16, sha256 returned),
+  :func:`load_weights` (sha256 check).
+* Events: :func:`train_event` builds a ``Progress(kind='train')``.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .errors import BrushworkError, ImageError
+from .image import load_image, save_image
+from .protocol import Progress
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+# ----------------------------------------------------------------------------------------- data
+def list_images(root) -> list[Path]:
+    """All jpg/jpeg/png files under ``root`` (recursive, sorted); raises if there are none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BrushworkError(f"{root}: not a directory of training images")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise BrushworkError(f"{root}: no .jpg or .png images found (searched recursively)")
+    return files
+
+
+def _scale_short_side(t: torch.Tensor, short: int) -> torch.Tensor:
+    h, w = t.shape[-2:]
+    s = short / min(h, w)
+    size = (max(short, round(h * s)), max(short, round(w * s)))
+    return F.interpolate(t, size=size, mode="bicubic", align_corners=False,
+                         antialias=s < 1).clamp(0, 1)
+
+
+def load_folder(root, load_size: int, *, skip_bad: bool = True) -> list[torch.Tensor]:
+    """Images under ``root`` as uint8 (3, H, W) tensors with short side ``load_size``.
+
+    Unreadable files are skipped (``skip_bad``) or raise; at least one image must load."""
+    out = []
+    for p in list_images(root):
+        try:
+            t = load_image(p)
+        except ImageError:
+            if skip_bad:
+                continue
+            raise
+        t = _scale_short_side(t, load_size)
+        out.append((t[0] * 255).round().to(torch.uint8))
+    if not out:
+        raise BrushworkError(f"{root}: none of the images could be read")
+    return out
+
+
+def sample_batch(images: list[torch.Tensor], size: int, batch: int,
+                 generator: torch.Generator) -> torch.Tensor:
+    """``batch`` random ``size`` x ``size`` crops (random image, position, horizontal flip),
+    float32 (batch, 3, size, size) in [0, 1]. Images smaller than ``size`` are upscaled first."""
+    crops = []
+    for _ in range(batch):
+        img = images[int(torch.randint(len(images), (1,), generator=generator))]
+        if min(img.shape[-2:]) < size:
+            img = (_scale_short_side(img[None].float() / 255, size)[0] * 255).to(torch.uint8)
+        h, w = img.shape[-2:]
+        y = int(torch.randint(h - size + 1, (1,), generator=generator))
+        x = int(torch.randint(w - size + 1, (1,), generator=generator))
+        crop = img[:, y:y + size, x:x + size]
+        if bool(torch.rand((), generator=generator) < 0.5):
+            crop = crop.flip(-1)
+        crops.append(crop)
+    return torch.stack(crops).float() / 255.0
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """A generator determined by (seed, step, stream): resumable without storing sampler state."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step * 7919 + stream * 104_729)
+                                         % (2 ** 63))
+
+
+def batches(images: list[torch.Tensor], size: int, batch: int, seed: int, *,
+            start_step: int = 0, stream: int = 0) -> Iterator[torch.Tensor]:
+    """Infinite seeded sampler: batch ``k`` depends only on (seed, stream, k)."""
+    step = start_step
+    while True:
+        yield sample_batch(images, size, batch, step_generator(seed, step, stream))
+        step += 1
+
+
+# -------------------------------------------------------------------------------- device/precision
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` if given ('cpu', 'cuda', 'cuda:1'), else CUDA when available, else CPU."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(name).startswith("cuda") and not torch.cuda.is_available():
+        raise BrushworkError(f"device {name!r} requested but CUDA is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise BrushworkError(f"unknown device {name!r}") from None
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CPU (AMX) or CUDA; a no-op context when disabled."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(path, *, models: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer], step: int,
+                    config: dict | None = None, extra: dict | None = None) -> Path:
+    """Write a resumable checkpoint (atomic). ``config`` must hold plain values (json-able)."""
+    path = Path(path)
+    blob = {
+        "format": "brushwork-checkpoint-1",
+        "step": int(step),
+        "models": {k: {n: t.detach().cpu() for n, t in m.state_dict().items()}
+                   for k, m in models.items()},
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "torch_rng": torch.get_rng_state(),
+        "config_json": json.dumps(config or {}, sort_keys=True, default=str),
+        "extra": extra or {},
+    }
+    _atomic_torch_save(blob, path)
+    return path
+
+
+def load_checkpoint(path, *, models: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer] | None = None,
+                    map_location="cpu", lr: float | None = None) -> dict:
+    """Restore models/optimizers in place from :func:`save_checkpoint`; returns
+    ``{"step", "config", "extra"}``. ``lr`` (the resumed run's ``--lr``) replaces the saved
+    learning rate. Raises BrushworkError on a missing/foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrushworkError(f"{path}: no checkpoint to resume from")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # corrupt file, pickle with code, ...
+        raise BrushworkError(f"{path}: not a readable brushwork checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != "brushwork-checkpoint-1":
+        raise BrushworkError(f"{path}: not a brushwork checkpoint")
+    for k, m in models.items():
+        if k not in blob["models"]:
+            raise BrushworkError(f"{path}: checkpoint has no model {k!r}")
+        try:
+            m.load_state_dict(blob["models"][k])
+        except RuntimeError:
+            raise BrushworkError(f"{path}: model {k!r} in the checkpoint does not match this "
+                                 f"configuration (different method or width?)") from None
+    for k, o in (optimizers or {}).items():
+        if k in blob["optimizers"]:
+            o.load_state_dict(blob["optimizers"][k])
+            if lr is not None:
+                for group in o.param_groups:
+                    group["lr"] = lr
+    torch.set_rng_state(blob["torch_rng"])
+    return {"step": int(blob["step"]), "config": json.loads(blob["config_json"]),
+            "extra": blob.get("extra", {})}
+
+
+def load_checkpoint_config(path) -> dict:
+    """The settings (``config``) a checkpoint was saved with."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrushworkError(f"{path}: no such checkpoint")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        return json.loads(blob["config_json"])
+    except Exception:
+        raise BrushworkError(f"{path}: not a readable brushwork checkpoint") from None
+
+
+def load_checkpoint_step(path) -> int:
+    """The step a checkpoint was saved at (0 if there is none yet)."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
+    except Exception:
+        raise BrushworkError(f"{path}: not a readable brushwork checkpoint") from None
+
+
+# ----------------------------------------------------------------------------- weights (shipping)
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path, *, fp16: bool = False,
+                 metadata: dict[str, str] | None = None) -> str:
+    """Save a flat dict of tensors as safetensors (floats optionally as fp16); returns sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for k, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        if fp16 and t.is_floating_point():
+            t = t.half()
+        out[k] = t
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(out, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return sha256_file(path)
+
+
+def load_weights(path, *, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file as float32 tensors; raises if ``sha256`` is given and differs."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise BrushworkError(f"{path}: weight file not found")
+    if sha256 is not None:
+        got = sha256_file(path)
+        if got != sha256:
+            raise BrushworkError(f"{path}: sha256 mismatch (expected {sha256[:12]}..., got "
+                                 f"{got[:12]}...); the file is corrupt or not the shipped one")
+    try:
+        raw = load_file(str(path))
+    except Exception as e:
+        raise BrushworkError(f"{path}: not a readable safetensors file ({e.__class__.__name__})") from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}
+
+
+def prefixed_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def load_prefixed(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor],
+                  source="weights") -> None:
+    """Load ``prefix.*`` entries of ``tensors`` into ``module``; raise BrushworkError on mismatch."""
+    sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    if not sub:
+        raise BrushworkError(f"{source}: no '{prefix}' tensors (wrong weight file for this method?)")
+    try:
+        module.load_state_dict(sub)
+    except RuntimeError:
+        raise BrushworkError(f"{source}: '{prefix}' tensors do not match this network "
+                             f"(different width or level?)") from None
+
+
+# ------------------------------------------------------------------------------ sample grids/events
+def save_grid(rows: list[torch.Tensor], path, *, max_cols: int = 8) -> Path:
+    """Save rows of (N, 3, H, W) image batches (same H, W) as one PNG grid."""
+    rows = [r[:max_cols].detach().float().cpu().clamp(0, 1) for r in rows]
+    n = min(r.shape[0] for r in rows)
+    grid = torch.cat([torch.cat(list(r[:n]), dim=2) for r in rows], dim=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_image(grid[None], path)
+
+
+def train_event(method: str, step: int, total: int, losses: dict[str, float],
+                elapsed: float, message: str = "", kind: str = "train") -> Progress:
+    return Progress(method=method, kind=kind, step=step, total=total, losses=dict(losses),
+                    elapsed=elapsed, message=message)
+
+
+def log_line(path, record: dict) -> None:
+    """Append one json line (losses, step, time) to a training log."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def add_common_arguments(parser, *, size: int = 256, batch: int = 8, steps: int = 40000,
+                         lr: float = 1e-4) -> None:
+    """The flags every trainer shares."""
+    parser.add_argument("--content", required=True, help="folder of content photos (recursive)")
+    parser.add_argument("--styles", required=True, action="append",
+                        help="folder of style images (recursive; repeatable)")
+    parser.add_argument("--out", required=True, help="output weight file (.safetensors)")
+    parser.add_argument("--size", type=int, default=size, help="random crop size in pixels")
+    parser.add_argument("--load-size", type=int, default=None,
+                        help="short side images are scaled to before cropping (default 2*size, "
+                             "at most 512, at least size)")
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="disable bf16 autocast (on by default)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint path (default: OUT with .ckpt)")
+    parser.add_argument("--checkpoint-every", type=int, default=500)
+    parser.add_argument("--sample-every", type=int, default=500,
+                        help="save a sample grid PNG next to the checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--data-cache", default=None,
+                        help="file to keep the decoded, resized training images in (reused "
+                             "when it exists and the folders and sizes match)")
+
+
+def check_common_arguments(args) -> None:
+    for name in ("size", "batch", "steps"):
+        if getattr(args, name) < 1:
+            raise BrushworkError(f"--{name} must be at least 1")
+    if args.size < 16:
+        raise BrushworkError("--size must be at least 16 pixels")
+    if not args.lr > 0:
+        raise BrushworkError("--lr must be positive")
+    if not str(args.out).endswith(".safetensors"):
+        raise BrushworkError(f"--out {args.out}: use a .safetensors file name")
+    out_dir = Path(args.out).parent
+    if str(out_dir) and not out_dir.is_dir():
+        raise BrushworkError(f"--out {args.out}: directory {out_dir} does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
+def checkpoint_path(args) -> Path:
+    return Path(args.checkpoint) if args.checkpoint else Path(args.out).with_suffix(".ckpt")
+
+
+def default_load_size(args) -> int:
+    return args.load_size or max(args.size, min(512, 2 * args.size))
+
+
+def load_style_folders(folders, load_size: int) -> list[torch.Tensor]:
+    imgs = []
+    for d in folders:
+        imgs.extend(load_folder(d, load_size))
+    return imgs
+
+
+def load_training_data(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(content images, style images) for a trainer's args, through ``--data-cache`` if set."""
+    load = default_load_size(args)
+    key = json.dumps({"content": str(Path(args.content).resolve()), "load": load,
+                      "styles": [str(Path(d).resolve()) for d in args.styles]}, sort_keys=True)
+    cache = Path(args.data_cache) if getattr(args, "data_cache", None) else None
+    if cache is not None and cache.is_file():
+        try:
+            blob = torch.load(cache, map_location="cpu", weights_only=True)
+            if blob.get("key") == key:
+                return list(blob["content"]), list(blob["styles"])
+        except Exception:
+            pass  # unreadable or foreign cache: rebuild it
+    contents = load_folder(args.content, load)
+    styles = load_style_folders(args.styles, load)
+    if cache is not None:
+        _atomic_torch_save({"key": key, "content": contents, "styles": styles}, cache)
+    return contents, styles
+
+
+# The table of trainers: name -> module path (add one line per trainer). ``TRAINERS`` (a plain
+# dict of imported modules) is built on first access, because trainer modules import this one.
+TRAINER_MODULES: dict[str, str] = {
+    "adain": "brushwork.methods.adain",
+    "wct": "brushwork.methods.wct",
+    "linear": "brushwork.methods.linear",
+    "sanet": "brushwork.methods.sanet",
+    "distill": "brushwork.methods.distill",
+    "johnson": "brushwork.methods.johnson",
+    "cin": "brushwork.methods.cin",
+    "asma": "brushwork.methods.asma",
+    "classifier": "brushwork.classifier",
+}
+
+
+def __getattr__(name):
+    if name == "TRAINERS":
+        import importlib
+
+        return {k: importlib.import_module(v) for k, v in TRAINER_MODULES.items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

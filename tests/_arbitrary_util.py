@@ -1,0 +1,42 @@
+"""Tiny weight files and images for the arbitrary-style tests (no ../shared, seconds to run)."""
+from __future__ import annotations
+
+import torch
+
+from brushwork import training
+
+
+def image(h=40, w=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.rand(1, 3, 1, 1, generator=g)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    ramp = torch.stack([yy, xx, (yy + xx) / 2])[None]
+    return (0.5 * base + 0.3 * ramp + 0.2 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
+
+
+def save_tiny(path, method, modules: dict, meta: dict | None = None, seed=0, first_gain=None):
+    """Save ``modules`` (prefix -> module) as a weight file. Decoders fed by the small
+    encoder's weak random features get their first conv scaled by ``first_gain`` (default 100;
+    1 for VGG19's) so outputs are neither constant nor all saturated."""
+    torch.manual_seed(seed)
+    state = {}
+    for prefix, m in modules.items():
+        lively(m)
+        if prefix.startswith("decoder"):
+            small = (meta or {}).get("encoder") == "small"
+            gain = first_gain if first_gain is not None else (100.0 if small else 1.0)
+            first = next(c for c in m.modules() if isinstance(c, torch.nn.Conv2d))
+            first.weight.data *= gain
+        state.update(training.prefixed_state(prefix, m))
+    md = {"method": method, **(meta or {})}
+    return training.save_weights(state, path, metadata=md)
+
+
+def lively(module):
+    """Re-initialise convs (He init, small random biases) so tiny random nets do not collapse
+    to a constant output through their ReLUs."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+    return module

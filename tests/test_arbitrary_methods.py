@@ -1,0 +1,136 @@
+"""wct, linear, sanet, styleswap and the small encoder with tiny random networks."""
+import pytest
+import torch
+
+from brushwork import blocks
+from brushwork.errors import BrushworkError, ControlError
+from brushwork.methods import METHODS
+from brushwork.methods.adain import AdaIN
+from brushwork.methods.linear import Linear
+from brushwork.methods.sanet import SANet
+from brushwork.methods.styleswap import StyleSwap
+from brushwork.methods.wct import WCT
+
+from _arbitrary_util import image, save_tiny
+
+W = 1 / 32  # tiny decoders: 2-16 channels
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    out = {}
+    out["wct"] = d / "wct.safetensors"
+    save_tiny(out["wct"], "wct", {f"decoder{l}": blocks.decoder(l, W) for l in (1, 2, 3)},
+              {"levels": "1,2,3", "width": str(W)})
+    out["linear"] = d / "linear.safetensors"
+    lst = blocks.LinearTransform(256, 4, W)
+    for net in (lst.cnet, lst.snet):  # random covariance -> matrix maps must stay O(1)
+        net.fc.weight.data.mul_(1e-4)
+    save_tiny(out["linear"], "linear", {"transform": lst,
+                                        "decoder": blocks.decoder(3, W)},
+              {"layer": "relu3_1", "width": str(W), "dim": "4"})
+    out["sanet"] = d / "sanet.safetensors"
+    save_tiny(out["sanet"], "sanet", {"transform": blocks.SATransform(512),
+                                      "decoder": blocks.decoder(4, W)}, {"width": str(W)})
+    enc = blocks.SmallEncoder(3, 1 / 16)
+    out["distill"] = d / "distill.safetensors"
+    save_tiny(out["distill"], "distill",
+              {"encoder": enc, **{f"decoder{l}": blocks.decoder(l, W, enc.channels[f"relu{l}_1"])
+                                  for l in (1, 2, 3)}},
+              {"levels": "1,2,3", "width": str(W), "encoder": "small", "encoder_level": "3",
+               "encoder_width": str(1 / 16)})
+    out["adain3"] = d / "adain3.safetensors"
+    save_tiny(out["adain3"], "adain", {"decoder": blocks.decoder(3, W)},
+              {"level": "3", "width": str(W)})
+    out["adain_small"] = d / "adain_small.safetensors"
+    enc4 = blocks.SmallEncoder(4, 1 / 16)
+    save_tiny(out["adain_small"], "adain",
+              {"encoder": enc4, "decoder": blocks.decoder(4, W, enc4.channels["relu4_1"])},
+              {"level": "4", "width": str(W), "encoder": "small", "encoder_level": "4",
+               "encoder_width": str(1 / 16)})
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(files):
+    return {
+        "wct": WCT(weights=files["wct"], bf16=False),
+        "wct_small": WCT(weights=files["distill"], encoder="small", bf16=False),
+        "adain_small": AdaIN(weights=files["adain_small"], encoder="small", bf16=False),
+        "adain3": AdaIN(weights=files["adain3"], bf16=False),
+        "linear": Linear(weights=files["linear"], bf16=False),
+        "sanet": SANet(weights=files["sanet"], bf16=False),
+        "styleswap": StyleSwap(weights=files["wct"], bf16=False),
+    }
+
+
+NAMES = ["wct", "wct_small", "adain_small", "adain3", "linear", "sanet", "styleswap"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shape_and_range(models, name):
+    out = models[name].stylize(image(37, 42), [image(32, 36, seed=1)])
+    assert out.shape == (1, 3, 37, 42)
+    assert out.min() >= 0 and out.max() <= 1 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("controls", [{"strength": 0.2}, {"preserve_color": "luminance"},
+                                      {"style_scale": 0.5}])
+def test_controls_change_output(models, name, controls):
+    content, style = image(40, 40), image(48, 48, seed=2)
+    base = models[name].stylize(content, [style])
+    assert not torch.allclose(base, models[name].stylize(content, [style], controls=controls),
+                              atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_weights_and_masks_change_output(models, name):
+    m = models[name]
+    content, s1, s2 = image(40, 40), image(40, 40, seed=3), 1 - image(40, 40, seed=4)
+    a = m.stylize(content, [s1, s2], style_weights=[1, 0])
+    b = m.stylize(content, [s1, s2], style_weights=[0, 1])
+    assert not torch.allclose(a, b, atol=1e-5)
+    left = torch.zeros(1, 1, 40, 40)
+    left[..., :20] = 1
+    c = m.stylize(content, [s1, s2], controls={"masks": [left, 1 - left]})
+    assert not torch.allclose(a, c, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unsupported_control_raises(models, name):
+    with pytest.raises(ControlError):
+        models[name].stylize(image(), [image(seed=1)], controls={"tv_weight": 1.0})
+
+
+def test_wct_levels_control(models):
+    m = models["wct"]
+    full = m.stylize(image(), [image(seed=1)])
+    one = m.stylize(image(), [image(seed=1)], controls={"levels": "3"})
+    assert not torch.allclose(full, one)
+    with pytest.raises(BrushworkError, match="no decoder for level"):
+        m.stylize(image(), [image(seed=1)], controls={"levels": "5"})
+
+
+def test_styleswap_patch_size(models):
+    m = models["styleswap"]
+    assert not torch.allclose(m.stylize(image(), [image(seed=1)]),
+                              m.stylize(image(), [image(seed=1)], controls={"patch_size": 5}))
+    with pytest.raises(BrushworkError, match="odd"):
+        m.stylize(image(), [image(seed=1)], controls={"patch_size": 4})
+
+
+@pytest.mark.parametrize("cls", [WCT, Linear, SANet, StyleSwap])
+def test_missing_shipped_weights_is_a_clear_error(cls, monkeypatch, tmp_path):
+    from brushwork import shipped
+
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(BrushworkError, match="no shipped weights.*brushwork train"):
+        cls()
+
+
+def test_methods_registered():
+    for name in ("adain", "wct", "linear", "sanet", "styleswap"):
+        assert name in METHODS and METHODS[name].summary

@@ -1,0 +1,174 @@
+"""Trainers of issue 4 end to end on tiny generated images: johnson, cin (+ add-style), asma,
+classifier; resuming; new-style fine-tuning touches only that style's parameters."""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brushwork.blocks import ConditionalInstanceNorm2d
+from brushwork.errors import BrushworkError
+from brushwork.methods import asma, cin, johnson
+from brushwork import classifier, training
+
+
+def _img(path, seed, size=48, kind="noise"):
+    rng = np.random.default_rng(seed)
+    if kind == "stripes":
+        a = np.zeros((size, size, 3), np.uint8)
+        a[:, ::4] = rng.integers(0, 255, 3)
+        a[::6, :] = rng.integers(0, 255, 3)
+    else:
+        a = (rng.random((size // 8, size // 8, 3)) * 255).astype(np.uint8)
+        a = np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR))
+    Image.fromarray(a).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "content").mkdir()
+    for i in range(3):
+        _img(root / "content" / f"c{i}.png", i)
+    styles = root / "artists"
+    for a, kind in (("alpha", "stripes"), ("beta", "noise")):
+        (styles / a).mkdir(parents=True)
+        for i in range(4):
+            _img(styles / a / f"{a}{i}.png", 100 + i + (50 if a == "beta" else 0), kind=kind)
+    return root
+
+
+def _parse(module_add, argv):
+    p = argparse.ArgumentParser()
+    module_add(p)
+    return p.parse_args([str(a) for a in argv])
+
+
+TINY_FF = ["--width", "0.125", "--n-res", "1", "--size", "32", "--batch", "2", "--style-size",
+           "48", "--checkpoint-every", "1", "--sample-every", "2", "--no-bf16"]
+
+
+def test_johnson_trains_resumes_and_stylizes(data, tmp_path):
+    out = tmp_path / "j.safetensors"
+    argv = ["--style", data / "artists/alpha/alpha0.png", "--content", data / "content",
+            "--out", out, "--steps", 2] + TINY_FF
+    r = johnson.run(_parse(johnson.add_arguments, argv))
+    assert out.exists() and r["steps"] == 2 and np.isfinite(r["losses"]["total"])
+    events = []
+    args = _parse(johnson.add_arguments, argv[:-len(TINY_FF)] + TINY_FF)
+    args.steps, args.resume = 3, True
+    johnson.run(args, events.append)
+    steps = [e.step for e in events if e.kind == "train"]
+    assert steps == [3]  # resumed after step 2
+    m = johnson.Johnson(weights=out)
+    y = m.stylize(torch.rand(1, 3, 30, 45), [])
+    assert y.shape == (1, 3, 30, 45) and 0 <= y.min() and y.max() <= 1
+
+
+def test_johnson_without_weights_names_the_training_command():
+    with pytest.raises(BrushworkError, match="brushwork train johnson"):
+        johnson.Johnson()
+
+
+def _train_cin(data, out, steps=2):
+    argv = ["--style", data / "artists/alpha/alpha0.png", "--style", data / "artists/beta/beta0.png",
+            "--content", data / "content", "--out", out, "--steps", steps] + TINY_FF
+    return cin.run(_parse(cin.add_arguments, argv))
+
+
+def test_cin_trains_blends_and_masks(data, tmp_path):
+    out = tmp_path / "cin.safetensors"
+    _train_cin(data, out)
+    m = cin.CIN(weights=out)
+    assert m.net.n_styles == 2 and m.style_names == ["alpha0", "beta0"]
+    x = torch.rand(1, 3, 32, 32)
+    a = m.stylize(x, [], controls={"style_id": "0"})
+    b = m.stylize(x, [], controls={"style_id": "beta0"})
+    mix = m.stylize(x, [], controls={"style_id": "0:0.5,1:0.5"})
+    assert not torch.allclose(a, b)
+    assert mix.shape == a.shape and 0 <= mix.min() and mix.max() <= 1
+    left = torch.zeros(1, 1, 32, 32)
+    left[..., :16] = 1
+    regions = m.stylize(x, [], controls={"style_id": "0,1", "masks": [left, 1 - left]})
+    assert torch.allclose(regions[..., :16], a[..., :16], atol=1e-5)
+    assert torch.allclose(regions[..., 16:], b[..., 16:], atol=1e-5)
+    with pytest.raises(BrushworkError, match="out of range"):
+        m.stylize(x, [], controls={"style_id": "5"})
+    with pytest.raises(BrushworkError):
+        m.stylize(x, [], controls={"style_id": "0:abc"})
+
+
+def test_cin_add_style_changes_only_that_styles_parameters(data, tmp_path):
+    base = tmp_path / "base.safetensors"
+    _train_cin(data, base)
+    grown = tmp_path / "grown.safetensors"
+    argv = ["--add-style", base, "--style", data / "artists/beta/beta2.png", "--name", "new",
+            "--content", data / "content", "--out", grown, "--steps", 2] + TINY_FF
+    cin.run(_parse(cin.add_arguments, argv))
+    before = cin.CIN(weights=base).net.state_dict()
+    after_model = cin.CIN(weights=grown)
+    after = after_model.net.state_dict()
+    assert after_model.style_names == ["alpha0", "beta0", "new"]
+    changed_new_rows = 0
+    for k, v in after.items():
+        if k.endswith((".gamma", ".beta")):
+            assert v.shape[0] == 3
+            assert torch.equal(v[:2], before[k])  # old styles untouched
+            changed_new_rows += int(not torch.allclose(v[2], before[k].mean(0)))
+        else:
+            assert torch.equal(v, before[k]), k   # shared weights frozen
+    assert changed_new_rows > 0
+
+
+def test_asma_trains_resumes_and_infers(data, tmp_path):
+    out = tmp_path / "asma.safetensors"
+    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
+            "--preset", "tiny", "--min-images", 2, "--steps", 2, "--style-load-size", 48,
+            "--checkpoint-every", 1, "--sample-every", 2, "--no-bf16", "--warmup", 1,
+            "--style-weight", 1.0]
+    events = []
+    r = asma.run(_parse(asma.add_arguments, argv), events.append)
+    assert r["artists"] == ["alpha", "beta"] and r["steps"] == 3
+    assert [e.message for e in events if e.kind == "train"][0] == "warmup"
+    last = [e for e in events if e.kind == "train"][-1].losses
+    assert {"adv", "feature", "transform", "style", "d_hinge"} <= set(last)
+    args = _parse(asma.add_arguments, argv)
+    args.steps, args.resume = 3, True
+    events = []
+    asma.run(args, events.append)
+    assert [e.step for e in events if e.kind == "train"] == [4]
+    m = asma.Asma(weights=out)
+    x = torch.rand(1, 3, 40, 50)
+    y = m.stylize(x, controls={"artist": "beta"})
+    assert y.shape == (1, 3, 40, 50) and 0 <= y.min() and y.max() <= 1
+    mask = torch.zeros(1, 1, 40, 50)
+    mask[..., 25:] = 1
+    y2 = m.stylize(x, controls={"artist": "beta", "stroke": 3.0, "stroke_mask": [mask]})
+    assert y2.shape == y.shape
+    with pytest.raises(BrushworkError):
+        m.stylize(x, controls={"artist": "gamma"})
+
+
+def test_asma_generator_output_range_and_paper_size():
+    g, d = asma.build("tiny", 3)
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    y = g(x, torch.eye(3)[[0, 2]])
+    assert y.shape == x.shape and y.min() >= -1 and y.max() <= 1
+    paper_g, _ = asma.build("paper", 11)
+    n = sum(p.numel() for p in paper_g.parameters())
+    assert 11.0e6 < n < 12.5e6  # the paper's ~11.9M
+
+
+def test_classifier_learns_tiny_synthetic_classes(data, tmp_path):
+    out = tmp_path / "clf.safetensors"
+    p = argparse.ArgumentParser()
+    classifier.add_arguments(p)
+    args = p.parse_args(["--styles", str(data / "artists"), "--out", str(out), "--min-images", "2",
+                         "--holdout", "0.25", "--size", "32", "--epochs", "300", "--hidden", "16"])
+    r = classifier.run(args)
+    assert r["classes"] == ["alpha", "beta"] and r["accuracy"]["overall"] == 1.0
+    clf = classifier.ArtistClassifier.load(out)
+    stripes = training.load_folder(data / "artists/alpha", 48)[0][None].float() / 255
+    assert clf.predict(stripes) == ["alpha"]

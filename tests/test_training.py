@@ -1,0 +1,149 @@
+"""Shared training pieces and `brushwork train ...` end to end on tiny generated images."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brushwork import training
+from brushwork.errors import BrushworkError
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    (root / "content" / "sub").mkdir(parents=True)
+    (root / "styles").mkdir()
+    for i in range(3):
+        a = (rng.random((36 + 8 * i, 44, 3)) * 255).astype("uint8")
+        Image.fromarray(a).save(root / "content" / ("sub" if i else "") / f"c{i}.png")
+        b = (rng.random((24, 30, 3)) * 255).astype("uint8")  # smaller than the crop: upscaled
+        Image.fromarray(b).save(root / "styles" / f"s{i}.jpg")
+    (root / "styles" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_list_and_load_folder(folders):
+    files = training.list_images(folders / "content")
+    assert len(files) == 3  # recursive
+    imgs = training.load_folder(folders / "styles", 32)
+    assert len(imgs) == 3 and all(min(t.shape[-2:]) == 32 and t.dtype == torch.uint8 for t in imgs)
+    with pytest.raises(BrushworkError, match="no .jpg or .png"):
+        training.load_folder(_empty(folders), 32)
+    with pytest.raises(BrushworkError, match="not a directory"):
+        training.list_images(folders / "missing")
+
+
+def _empty(root):
+    d = root / "empty"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def test_sampler_is_seeded_and_resumable(folders):
+    imgs = training.load_folder(folders / "content", 40)
+    a = training.batches(imgs, 32, 2, seed=3)
+    first = [next(a) for _ in range(3)]
+    again = training.batches(imgs, 32, 2, seed=3, start_step=2)
+    assert torch.equal(first[2], next(again))
+    assert first[0].shape == (2, 3, 32, 32) and 0 <= first[0].min() and first[0].max() <= 1
+    other = next(training.batches(imgs, 32, 2, seed=4))
+    assert not torch.equal(first[0], other)
+    big = training.sample_batch(imgs, 64, 1, torch.Generator().manual_seed(0))  # upscales
+    assert big.shape == (1, 3, 64, 64)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    net = torch.nn.Conv2d(3, 4, 3)
+    opt = torch.optim.Adam(net.parameters(), 1e-3)
+    net(torch.rand(1, 3, 8, 8)).sum().backward()
+    opt.step()
+    path = training.save_checkpoint(tmp_path / "x.ckpt", models={"net": net},
+                                    optimizers={"net": opt}, step=7, config={"lr": 1e-3})
+    net2 = torch.nn.Conv2d(3, 4, 3)
+    opt2 = torch.optim.Adam(net2.parameters(), 1e-3)
+    info = training.load_checkpoint(path, models={"net": net2}, optimizers={"net": opt2})
+    assert info["step"] == 7 and info["config"]["lr"] == 1e-3
+    assert torch.equal(net.weight, net2.weight)
+    assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
+    with pytest.raises(BrushworkError, match="does not match"):
+        training.load_checkpoint(path, models={"net": torch.nn.Conv2d(3, 5, 3)})
+    with pytest.raises(BrushworkError, match="no checkpoint"):
+        training.load_checkpoint(tmp_path / "none.ckpt", models={})
+    (tmp_path / "junk.ckpt").write_bytes(b"junk")
+    with pytest.raises(BrushworkError, match="not a readable"):
+        training.load_checkpoint(tmp_path / "junk.ckpt", models={})
+
+
+def test_trainers_table():
+    table = training.TRAINERS
+    for name in ("adain", "wct", "linear", "sanet", "distill"):
+        assert hasattr(table[name], "run") and hasattr(table[name], "add_arguments")
+
+
+def _train(folders, tmp_path, name, steps, *extra):
+    from brushwork.cli import main
+
+    out = tmp_path / f"{name}.safetensors"
+    argv = ["train", name, "--content", str(folders / "content"),
+            "--styles", str(folders / "styles"), "--size", "32", "--batch", "2",
+            "--steps", str(steps), "--width", "0.03125", "--checkpoint-every", "2",
+            "--sample-every", "2", "--device", "cpu", "--out", str(out), "-q", *extra]
+    assert main(argv) == 0
+    return out
+
+
+def test_train_adain_end_to_end_and_resume(folders, tmp_path):
+    from brushwork.methods.adain import AdaIN
+
+    out = _train(folders, tmp_path, "adain", 2)
+    ckpt = out.with_suffix(".ckpt")
+    assert out.is_file() and ckpt.is_file()
+    assert (tmp_path / "adain_sample_000002.png").is_file()
+    assert training.load_checkpoint_step(ckpt) == 2
+    first = training.load_weights(out)
+    out = _train(folders, tmp_path, "adain", 3, "--resume", "--identity-weight", "5")
+    assert training.load_checkpoint_step(ckpt) == 3
+    log = [json.loads(l) for l in out.with_suffix(".log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 3]
+    second = training.load_weights(out)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    model = AdaIN(weights=out, bf16=False)
+    res = model.stylize(torch.rand(1, 3, 40, 40), [torch.rand(1, 3, 32, 32)])
+    assert res.shape == (1, 3, 40, 40)
+
+
+def test_resume_is_deterministic(folders, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = training.load_weights(_train(folders, tmp_path / "a", "adain", 3, "--seed", "1"))
+    _train(folders, tmp_path / "b", "adain", 2, "--seed", "1")
+    b = training.load_weights(_train(folders, tmp_path / "b", "adain", 3, "--seed", "1",
+                                     "--resume"))
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-5), k
+
+
+@pytest.mark.parametrize("name,extra", [("wct", ["--levels", "1,2"]),
+                                        ("linear", ["--dim", "4"]),
+                                        ("distill", ["--levels", "1,2", "--encoder-width", "0.0625"])])
+def test_other_trainers_run(folders, tmp_path, name, extra):
+    out = _train(folders, tmp_path, name, 1, *extra)
+    meta_method = {"wct": "wct", "linear": "linear", "distill": "distill"}[name]
+    from brushwork.shipped import load_weights
+
+    _, meta = load_weights(out)
+    assert meta["method"] == meta_method and meta["steps"] == "1"
+
+
+def test_bad_training_arguments(folders, tmp_path):
+    from brushwork.cli import main
+
+    base = ["train", "adain", "--content", str(folders / "content"), "--styles",
+            str(folders / "styles"), "-q"]
+    assert main(base + ["--out", str(tmp_path / "x.pt")]) == 2
+    assert main(base + ["--out", str(tmp_path / "x.safetensors"), "--steps", "0"]) == 2
+    assert main(base + ["--out", str(tmp_path / "nodir" / "x.safetensors")]) == 2
+    assert main(base + ["--out", str(tmp_path / "r.safetensors"), "--resume"]) == 2
