@@ -206,6 +206,13 @@ def warping_error(inputs: Iterable[torch.Tensor], outputs: Iterable[torch.Tensor
             "input_warping_error": float(np.mean(floor)) if floor else 0.0}
 
 
+def _match_channel_stats(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Give ``x`` the per-channel mean and standard deviation of ``ref`` (both (1, 3, H, W))."""
+    xm, xs = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True)
+    rm, rs = ref.mean((2, 3), keepdim=True), ref.std((2, 3), keepdim=True)
+    return (x - xm) / xs.clamp_min(1e-6) * rs + rm
+
+
 class TemporalStylizer:
     """Wrap any image Stylizer so that successive calls stylise successive video frames.
 
@@ -219,7 +226,9 @@ class TemporalStylizer:
       unless given) since coarse-to-fine would blur the warped start image;
     * any other method is stylised per frame and blended with the warped previous *output*:
       ``out = a*m*warped + (1 - a*m)*new`` with ``a = blend`` and ``m`` the occlusion mask, so
-      disoccluded regions take the fresh stylisation.
+      disoccluded regions take the fresh stylisation. Averaging lowers contrast, so the blend
+      then gets the fresh frame's per-channel mean and standard deviation back
+      (``restore_contrast``).
 
     The mask is the forward-backward occlusion mask times, unless ``photometric=None``, a
     photometric check on the content frames (:func:`photometric_mask`).
@@ -230,7 +239,7 @@ class TemporalStylizer:
     def __init__(self, stylizer, mode: str = "flow", *, blend: float = 0.6,
                  temporal_weight: float = 1.0, flow: str = "dis", motion_boundaries: bool = True,
                  use_optimization_hooks: bool = True, post_blend: float | None = None,
-                 photometric: float | None = 0.08):
+                 photometric: float | None = 0.08, restore_contrast: bool = True):
         if mode not in CONSISTENCY_MODES:
             raise ControlError(f"unknown consistency mode {mode!r} "
                                f"(choose {', '.join(CONSISTENCY_MODES)})")
@@ -245,6 +254,7 @@ class TemporalStylizer:
         self.temporal_weight = temporal_weight
         self.motion_boundaries = motion_boundaries
         self.photometric = photometric
+        self.restore_contrast = restore_contrast
         self.flow = FlowEstimator(flow) if mode == "flow" else None
         self.hooks = (use_optimization_hooks and "init_image" in self.controls
                       and "temporal" in self.controls)
@@ -287,7 +297,11 @@ class TemporalStylizer:
                 out = self.stylizer.stylize(content, styles, controls=controls, **kw)
                 a = self.blend
             if a:
-                out = (a * mask * warped + (1 - a * mask) * out).clamp(0, 1)
+                fresh = out
+                out = a * mask * warped + (1 - a * mask) * fresh
+                if self.restore_contrast:
+                    out = _match_channel_stats(out, fresh)
+                out = out.clamp(0, 1)
         if self.mode == "flow":
             self._prev_in = content.detach()
             self._prev_out = out.detach()
