@@ -67,9 +67,15 @@ def test_johnson_trains_resumes_and_stylizes(data, tmp_path):
     assert y.shape == (1, 3, 30, 45) and 0 <= y.min() and y.max() <= 1
 
 
-def test_johnson_without_weights_names_the_training_command():
-    with pytest.raises(BrushworkError, match="brushwork train johnson"):
-        johnson.Johnson()
+def test_missing_weights_name_the_training_command(tmp_path, monkeypatch):
+    from brushwork import shipped
+    monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)  # an install without shipped files
+    for cls, hint in ((johnson.Johnson, "brushwork train johnson"),
+                      (cin.CIN, "brushwork train cin"), (asma.Asma, "brushwork train asma")):
+        with pytest.raises(BrushworkError, match=hint):
+            cls()
+    with pytest.raises(BrushworkError, match="not found"):
+        cin.CIN(weights=tmp_path / "nope.safetensors")
 
 
 def _train_cin(data, out, steps=2):

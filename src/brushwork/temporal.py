@@ -236,7 +236,7 @@ class TemporalStylizer:
     Call :meth:`reset` between clips. The wrapper has the wrapped method's name and controls.
     """
 
-    def __init__(self, stylizer, mode: str = "flow", *, blend: float = 0.6,
+    def __init__(self, stylizer, mode: str = "flow", *, blend: float = 0.4,
                  temporal_weight: float = 1.0, flow: str = "dis", motion_boundaries: bool = True,
                  use_optimization_hooks: bool = True, post_blend: float | None = None,
                  photometric: float | None = 0.08, restore_contrast: bool = True):

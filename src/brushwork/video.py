@@ -626,7 +626,7 @@ def add_arguments(p) -> None:
                         "along the optical flow (less flicker)")
     p.add_argument("--flow-blend", type=float, default=None,
                    help="flow mode, feed-forward methods: weight of the warped previous frame "
-                        "(0-1, default 0.6)")
+                        "(0-1, default 0.4)")
     p.add_argument("--temporal-weight", type=float, default=None,
                    help="flow mode, gatys: weight of the temporal loss (Ruder et al.)")
     p.add_argument("--flow", choices=("dis", "farneback"), default="dis",

@@ -20,6 +20,8 @@ from ..errors import BrushworkError, ControlError
 from ..image import load_mask, resize, to_tensor
 from ..vgg import VGG19
 
+# Reflect-padded margin around the content (cropped after decoding), in pixels.
+BORDER = 16
 # Cap on the style's working size (pixels) so huge contents do not make huge style passes.
 MAX_STYLE_PIXELS = 1024 * 1024
 
@@ -152,6 +154,17 @@ def pad_to_multiple(x: torch.Tensor, m: int) -> torch.Tensor:
         return x
     mode = "reflect" if min(h, w) > max(ph, pw) else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def with_border(x: torch.Tensor, border: int, mult: int) -> torch.Tensor:
+    """Reflect-pad by ``border`` on every side, then up to a multiple of ``mult``. The VGG
+    encoder's zero padding otherwise leaves a visible frame along the image edges; the caller
+    crops ``[border:border + H, border:border + W]`` from the decoded result."""
+    h, w = x.shape[-2:]
+    b = min(border, h - 1, w - 1)
+    if b > 0:
+        x = F.pad(x, (b, b, b, b), mode="reflect")
+    return pad_to_multiple(x, mult)
 
 
 def combine(content_feat: torch.Tensor, targets: list[torch.Tensor], weights, masks,

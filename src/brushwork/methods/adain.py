@@ -71,7 +71,8 @@ class AdaIN:
         clock = Clock()
         content, styles, masks, content_rgb = ff.prepare(content, styles, c, self.device)
         hw = tuple(content.shape[-2:])
-        x = ff.pad_to_multiple(content, self.mult)
+        b = min(ff.BORDER, hw[0] - 1, hw[1] - 1)
+        x = ff.with_border(content, b, self.mult)
         cf = ff.encode_big(self.encoder, x, self.layer, self.bf16, self.mult)
         targets = []
         for i, s in enumerate(styles):
@@ -79,16 +80,17 @@ class AdaIN:
             if masks is None:
                 targets.append(adain(cf, sf))
             else:  # the region's own content statistics, as in the paper's spatial control
-                m = F.interpolate(ff.pad_to_multiple(masks[i], self.mult), size=cf.shape[-2:],
+                m = F.interpolate(ff.with_border(masks[i], b, self.mult), size=cf.shape[-2:],
                                   mode="bilinear", align_corners=False)
                 c_mean, c_std = masked_mean_std(cf, m)
                 s_mean, s_std = mean_std(sf)
                 targets.append((cf - c_mean) / c_std * s_std + s_mean)
             emit(callback, Progress(self.name, "step", i + 1, len(styles) + 1, elapsed=clock()))
         if masks is not None:
-            masks = [ff.pad_to_multiple(m, self.mult) for m in masks]
+            masks = [ff.with_border(m, b, self.mult) for m in masks]
         t = ff.combine(cf, targets, weights, masks, c["strength"])
-        out = ff.decode_big(self.decoder, t, self.bf16, self.mult)[..., :hw[0], :hw[1]]
+        out = ff.decode_big(self.decoder, t, self.bf16, self.mult)
+        out = out[..., b:b + hw[0], b:b + hw[1]]
         out = ff.finish(out, hw, content_rgb)
         emit(callback, Progress(self.name, "done", len(styles) + 1, len(styles) + 1,
                                 size=hw, elapsed=clock()))
