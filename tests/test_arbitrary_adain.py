@@ -106,3 +106,14 @@ def test_shipped_file_checked_against_manifest(tiny_weights, tmp_path, monkeypat
     manifest.write_text(json.dumps({"weights": [{**row, "sha256": "f" * 64}]}))
     with pytest.raises(BrushworkError, match="sha256 mismatch"):
         AdaIN(bf16=False)
+
+
+def test_shipped_adain_weights_load_and_run():
+    from brushwork import shipped
+
+    if shipped.shipped_path("adain_vgg.safetensors") is None:
+        pytest.skip("no shipped adain weights in this checkout")
+    model = AdaIN(bf16=False)  # sha256 checked against MANIFEST.json
+    out = model.stylize(image(48, 64), [image(64, 64, seed=5)])
+    assert out.shape == (1, 3, 48, 64) and torch.isfinite(out).all()
+    assert out.std() > 0.01  # not a constant image

@@ -244,6 +244,7 @@ def save_weights(tensors: dict[str, torch.Tensor], path, *, fp16: bool = False,
     os.close(fd)
     try:
         save_file(out, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
