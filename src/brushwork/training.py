@@ -344,6 +344,17 @@ def add_common_arguments(parser, *, size: int = 256, batch: int = 8, steps: int 
                              "when it exists and the folders and sizes match)")
 
 
+def check_out_and_threads(args) -> None:
+    """--out must be a .safetensors path in an existing folder; apply --threads."""
+    if not str(args.out).endswith(".safetensors"):
+        raise BrushworkError(f"--out {args.out}: use a .safetensors file name")
+    out_dir = Path(args.out).parent
+    if str(out_dir) and not out_dir.is_dir():
+        raise BrushworkError(f"--out {args.out}: directory {out_dir} does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+
 def check_common_arguments(args) -> None:
     for name in ("size", "batch", "steps"):
         if getattr(args, name) < 1:
@@ -352,13 +363,7 @@ def check_common_arguments(args) -> None:
         raise BrushworkError("--size must be at least 16 pixels")
     if not args.lr > 0:
         raise BrushworkError("--lr must be positive")
-    if not str(args.out).endswith(".safetensors"):
-        raise BrushworkError(f"--out {args.out}: use a .safetensors file name")
-    out_dir = Path(args.out).parent
-    if str(out_dir) and not out_dir.is_dir():
-        raise BrushworkError(f"--out {args.out}: directory {out_dir} does not exist")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_out_and_threads(args)
 
 
 def checkpoint_path(args) -> Path:

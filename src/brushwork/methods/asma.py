@@ -281,13 +281,7 @@ def resolve_arguments(args) -> dict:
         raise BrushworkError("--size must be a multiple of 16, at least 32")
     if cfg["batch"] < 1 or args.steps < 1 or args.d_steps < 0 or not args.lr > 0:
         raise BrushworkError("--batch and --steps must be >= 1, --d-steps >= 0, --lr > 0")
-    if not str(args.out).endswith(".safetensors"):
-        raise BrushworkError(f"--out {args.out}: use a .safetensors file name")
-    out_dir = Path(args.out).parent
-    if str(out_dir) and not out_dir.is_dir():
-        raise BrushworkError(f"--out {args.out}: directory {out_dir} does not exist")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    training.check_out_and_threads(args)
     return cfg
 
 

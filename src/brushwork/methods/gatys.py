@@ -27,7 +27,7 @@ from ..errors import ControlError
 from ..image import load_mask, resize, to_tensor
 from ..protocol import (MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit,
                         normalize_style_weights, resolve_controls)
-from ..vgg import LAYER_INDEX, VGG19
+from ..vgg import LAYER_INDEX, VGG19, has_bf16
 
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
@@ -74,19 +74,6 @@ CONTROLS = {c.name: c for c in (
     Control("temporal", "images", None, "(target, mask, weight): temporal consistency term"),
 )}
 API_ONLY = {"init_image", "temporal"}
-
-
-def has_bf16_hardware(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "amx_bf16" in flags or "avx512_bf16" in flags
-    except OSError:
-        return False
 
 
 def plan_scales(hw: tuple[int, int], n: int | None, min_side: int = 200) -> list[tuple[int, int]]:
@@ -209,7 +196,7 @@ class Gatys:
         seed = 0 if seed is None else int(seed)
         clock = Clock()
         dev = self.device
-        bf16 = {"auto": has_bf16_hardware(dev), "bf16": True, "fp32": False}[c["precision"]]
+        bf16 = {"auto": has_bf16(dev), "bf16": True, "fp32": False}[c["precision"]]
 
         content = to_tensor(content).to(dev)
         styles = [to_tensor(s).to(dev) for s in styles]

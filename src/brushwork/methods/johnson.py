@@ -234,13 +234,7 @@ def check_arguments(args) -> None:
             raise BrushworkError(f"--{name.replace('_', '-')} must be at least 1")
     if args.size < 16 or args.width <= 0 or not args.lr > 0:
         raise BrushworkError("--size must be >= 16, --width and --lr positive")
-    if not str(args.out).endswith(".safetensors"):
-        raise BrushworkError(f"--out {args.out}: use a .safetensors file name")
-    out_dir = Path(args.out).parent
-    if str(out_dir) and not out_dir.is_dir():
-        raise BrushworkError(f"--out {args.out}: directory {out_dir} does not exist")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    training.check_out_and_threads(args)
 
 
 def train_loop(method: str, args, net: TransformerNet, targets: PerceptualTargets, vgg, params,
