@@ -14,6 +14,20 @@ def image(h=40, w=48, seed=0):
     return (0.5 * base + 0.3 * ramp + 0.2 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
 
 
+def check_weights_and_masks(model, content, s1, s2, weights=([1, 0], [0, 1]), atol=1e-5):
+    """With two different styles, swapping the style weights changes the output, and so does
+    giving each style half of the image by masks. Returns the left-half mask."""
+    a = model.stylize(content, [s1, s2], style_weights=weights[0])
+    b = model.stylize(content, [s1, s2], style_weights=weights[1])
+    assert not torch.allclose(a, b, atol=atol)
+    h, w = content.shape[-2:]
+    left = torch.zeros(1, 1, h, w)
+    left[..., :w // 2] = 1
+    m = model.stylize(content, [s1, s2], controls={"masks": [left, 1 - left]})
+    assert m.shape == a.shape and not torch.allclose(m, a, atol=atol)
+    return left
+
+
 def save_tiny(path, method, modules: dict, meta: dict | None = None, seed=0, first_gain=None):
     """Save ``modules`` (prefix -> module) as a weight file. Decoders fed by the small
     encoder's weak random features get their first conv scaled by ``first_gain`` (default 100;

@@ -6,7 +6,7 @@ from brushwork import blocks, training
 from brushwork.errors import BrushworkError, ControlError
 from brushwork.methods.adain import AdaIN
 
-from _arbitrary_util import image, save_tiny
+from _arbitrary_util import check_weights_and_masks, image, save_tiny
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +44,7 @@ def test_each_control_changes_output(model, controls):
 
 def test_style_weights_and_masks_change_output(model):
     content, s1, s2 = image(40, 48), image(40, 40, seed=3), 1 - image(40, 40, seed=4)
-    a = model.stylize(content, [s1, s2], style_weights=[0.9, 0.1])
-    b = model.stylize(content, [s1, s2], style_weights=[0.1, 0.9])
-    assert not torch.allclose(a, b, atol=1e-4)
-    left = torch.zeros(1, 1, 40, 48)
-    left[..., :24] = 1
-    m = model.stylize(content, [s1, s2], controls={"masks": [left, 1 - left]})
-    assert m.shape == a.shape and not torch.allclose(m, a, atol=1e-4)
+    left = check_weights_and_masks(model, content, s1, s2, ([0.9, 0.1], [0.1, 0.9]), atol=1e-4)
     with pytest.raises(ControlError):
         model.stylize(content, [s1, s2], controls={"masks": [left]})
 

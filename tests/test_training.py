@@ -147,3 +147,102 @@ def test_bad_training_arguments(folders, tmp_path):
     assert main(base + ["--out", str(tmp_path / "x.safetensors"), "--steps", "0"]) == 2
     assert main(base + ["--out", str(tmp_path / "nodir" / "x.safetensors")]) == 2
     assert main(base + ["--out", str(tmp_path / "r.safetensors"), "--resume"]) == 2
+
+
+# ------------------------------------------------------ --init-decoder (linear, sanet trainers)
+W = 1 / 32  # the width _train passes
+
+
+@pytest.fixture(scope="module")
+def wct_file(tmp_path_factory):
+    """A tiny wct weight file with decoders for levels 3 and 4."""
+    from brushwork import blocks
+
+    from _arbitrary_util import save_tiny
+
+    path = tmp_path_factory.mktemp("wct") / "wct.safetensors"
+    save_tiny(path, "wct", {f"decoder{l}": blocks.decoder(l, W) for l in (3, 4)},
+              {"levels": "3,4", "width": str(W), "encoder": "vgg"})
+    return path
+
+
+def _file_decoder(path, level):
+    prefix = f"decoder{level}."
+    return {k[len(prefix):]: v for k, v in training.load_weights(path).items()
+            if k.startswith(prefix)}
+
+
+def _capture_initial_decoder(monkeypatch, run_loop):
+    """Patch the trainers' loop to record the decoder's weights at the start of training."""
+    from brushwork.methods import wct
+
+    seen, real = {}, wct.train_loop
+
+    def loop(name, args, images, models, *rest, **kw):
+        seen.update({k: v.detach().clone() for k, v in models["decoder"].state_dict().items()})
+        if run_loop:
+            real(name, args, images, models, *rest, **kw)
+
+    monkeypatch.setattr(wct, "train_loop", loop)
+    return seen
+
+
+@pytest.mark.parametrize("name,level,extra", [("linear", 3, ["--dim", "4"]),
+                                              ("linear", 4, ["--dim", "4", "--layer", "relu4_1"]),
+                                              ("sanet", 4, [])])
+def test_init_decoder_starts_from_the_wct_decoder(folders, tmp_path, wct_file, monkeypatch,
+                                                   name, level, extra):
+    seen = _capture_initial_decoder(monkeypatch, run_loop=False)
+    _train(folders, tmp_path, name, 1, *extra, "--init-decoder", str(wct_file))
+    want = _file_decoder(wct_file, level)
+    assert seen.keys() == want.keys()
+    assert all(torch.equal(seen[k], want[k]) for k in want)
+
+
+def test_init_decoder_trains_and_is_ignored_on_resume(folders, tmp_path, wct_file):
+    out = _train(folders, tmp_path, "linear", 1, "--dim", "4", "--init-decoder", str(wct_file))
+    assert training.load_checkpoint_step(out.with_suffix(".ckpt")) == 1
+    # on --resume the checkpoint wins: the file is not even read
+    _train(folders, tmp_path, "linear", 2, "--dim", "4", "--resume",
+           "--init-decoder", str(tmp_path / "missing.safetensors"))
+    assert training.load_checkpoint_step(out.with_suffix(".ckpt")) == 2
+
+
+def test_init_decoder_errors(folders, tmp_path, wct_file, capsys):
+    from brushwork import blocks
+    from brushwork.cli import main
+    from brushwork.methods.wct import init_decoder
+
+    from _arbitrary_util import save_tiny
+
+    no_level = tmp_path / "wct12.safetensors"
+    save_tiny(no_level, "wct", {f"decoder{l}": blocks.decoder(l, W) for l in (1, 2)},
+              {"levels": "1,2", "width": str(W), "encoder": "vgg"})
+    with pytest.raises(BrushworkError, match="no level-3 .relu3_1. decoder"):
+        init_decoder(blocks.decoder(3, W), no_level, 3, W)
+    with pytest.raises(BrushworkError, match="width 0.03125 differs from --width 0.0625"):
+        init_decoder(blocks.decoder(3, 2 * W), wct_file, 3, 2 * W)
+    small = tmp_path / "distill.safetensors"
+    enc = blocks.SmallEncoder(3, 1 / 16)
+    save_tiny(small, "distill",
+              {"encoder": enc, "decoder3": blocks.decoder(3, W, enc.channels["relu3_1"])},
+              {"levels": "3", "width": str(W), "encoder": "small", "encoder_level": "3",
+               "encoder_width": str(1 / 16)})
+    with pytest.raises(BrushworkError, match="small-encoder file"):
+        init_decoder(blocks.decoder(3, W), small, 3, W)
+    adain = tmp_path / "adain.safetensors"
+    save_tiny(adain, "adain", {"decoder": blocks.decoder(4, W)}, {"level": "4", "width": str(W)})
+    with pytest.raises(BrushworkError, match="not a wct weight file"):
+        init_decoder(blocks.decoder(4, W), adain, 4, W)
+    with pytest.raises(BrushworkError, match="file not found"):
+        init_decoder(blocks.decoder(4, W), tmp_path / "nope.safetensors", 4, W)
+    # through the CLI: one line, exit code 2, no output
+    capsys.readouterr()
+    out = tmp_path / "sanet.safetensors"
+    argv = ["train", "sanet", "--content", str(folders / "content"), "--styles",
+            str(folders / "styles"), "--size", "32", "--batch", "2", "--steps", "1", "--width",
+            str(W), "--device", "cpu", "--out", str(out), "-q", "--init-decoder", str(no_level)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no level-4 (relu4_1) decoder" in err
+    assert not out.exists()

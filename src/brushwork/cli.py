@@ -58,8 +58,13 @@ class ProgressBar:
             self.bar = None
 
 
-def _progress(args) -> ProgressBar:
-    return ProgressBar(enabled=not args.quiet and sys.stderr.isatty())
+def _with_progress(args, unit: str, fn):
+    """``fn(bar)`` with a progress bar (drawn on a terminal unless --quiet), closed afterwards."""
+    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty(), unit=unit)
+    try:
+        return fn(bar)
+    finally:
+        bar.close()
 
 
 # ----------------------------------------------------------------------------- controls
@@ -127,12 +132,8 @@ def cmd_stylize(args) -> int:
     if getattr(args, "encoder", None):
         options["encoder"] = args.encoder
     stylizer = get_stylizer(args.method, args.device, **options)
-    bar = _progress(args)
-    try:
-        out = stylizer.stylize(content, styles, style_weights=weights, controls=controls,
-                               seed=args.seed, callback=bar)
-    finally:
-        bar.close()
+    out = _with_progress(args, "step", lambda bar: stylizer.stylize(
+        content, styles, style_weights=weights, controls=controls, seed=args.seed, callback=bar))
     save_image(out, out_path)
     h, w = out.shape[-2:]
     if not args.quiet:
@@ -166,12 +167,8 @@ def cmd_demo(args) -> int:
     out_path = check_output_path(args.output)
     content = resize_long_side(to_tensor(demo_content()), args.size)
     style = to_tensor(swirl_painting())
-    bar = _progress(args)
-    try:
-        out = get_stylizer("gatys", args.device).stylize(content, [style], seed=0, callback=bar,
-                                                         controls={"steps": args.steps})
-    finally:
-        bar.close()
+    out = _with_progress(args, "step", lambda bar: get_stylizer("gatys", args.device).stylize(
+        content, [style], seed=0, callback=bar, controls={"steps": args.steps}))
     save_image(out, out_path)
     if args.save_inputs:
         base = out_path.with_suffix("")
@@ -191,22 +188,14 @@ def cmd_sheet(args) -> int:
 
 def cmd_style_accuracy(args) -> int:
     from .style_accuracy import run_eval
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty(), unit="image")
-    try:
-        out = run_eval(args, bar)
-    finally:
-        bar.close()
+    out = _with_progress(args, "image", lambda bar: run_eval(args, bar))
     print(out["table"])
     return 0
 
 
 def cmd_video(args) -> int:
     from .video import run
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty(), unit="frame")
-    try:
-        out = run(args, _collect_controls(args), bar)
-    finally:
-        bar.close()
+    out = _with_progress(args, "frame", lambda bar: run(args, _collect_controls(args), bar))
     if not args.quiet:
         print(out["message"])
     return 0
@@ -214,11 +203,7 @@ def cmd_video(args) -> int:
 
 def cmd_eval_video(args) -> int:
     from .video import run_eval
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty(), unit="frame")
-    try:
-        out = run_eval(args, bar)
-    finally:
-        bar.close()
+    out = _with_progress(args, "frame", lambda bar: run_eval(args, bar))
     print(out["message"])
     return 0
 
@@ -305,11 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run_trainer(mod, args) -> int:
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty(), unit="step")
-    try:
-        mod.run(args, bar)
-    finally:
-        bar.close()
+    _with_progress(args, "step", lambda bar: mod.run(args, bar))
     return 0
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from .errors import BrushworkError, ImageError
 from .image import load_image, save_image
 from .protocol import Progress
+from .vgg import has_bf16
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -364,6 +365,16 @@ def check_common_arguments(args) -> None:
     if not args.lr > 0:
         raise BrushworkError("--lr must be positive")
     check_out_and_threads(args)
+
+
+def start_run(args) -> tuple[torch.device, bool]:
+    """The common start of a trainer's ``run``: checks the shared arguments, seeds torch with
+    ``--seed``; returns (the ``--device``, whether bf16 autocast is on there)."""
+    check_common_arguments(args)
+    device = pick_device(args.device)
+    bf16 = args.bf16 and has_bf16(device)
+    torch.manual_seed(args.seed)
+    return device, bf16
 
 
 def checkpoint_path(args) -> Path:

@@ -294,6 +294,19 @@ def _muxer_for(ext: str) -> str:
             ".webm": "webm", ".avi": "avi"}[ext]
 
 
+# The writers' context-manager methods (shared as plain functions): a clean exit closes the
+# writer (the output appears at its path), an exception aborts it (nothing is left there).
+def _sink_enter(self):
+    return self
+
+
+def _sink_exit(self, exc_type, exc, tb):
+    if exc_type is None:
+        self.close()
+    else:
+        self.abort()
+
+
 class VideoWriter:
     """Encode frames into a video file, copying the audio of ``audio_from``; atomic.
 
@@ -395,14 +408,7 @@ class VideoWriter:
         except OSError:
             pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    __enter__, __exit__ = _sink_enter, _sink_exit
 
 
 class _AudioCopier:
@@ -521,14 +527,7 @@ class FolderWriter:
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    __enter__, __exit__ = _sink_enter, _sink_exit
 
 
 def open_sink(path, source: FrameSource, *, codec: str | None = None, crf: int = 18,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .. import shipped
+from .. import shipped, training
 from ..blocks import SmallEncoder
 from ..color import combine_luminance, gray3, luminance, match_color, match_luminance
 from ..errors import BrushworkError, ControlError
@@ -33,6 +33,23 @@ def autocast(device: torch.device, enabled: bool):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def open_weights(method, weights, default_file: str, train_hint: str, device, bf16):
+    """The common start of a method's constructor: (torch device, bf16 flag, tensors, metadata,
+    path). ``bf16=None`` means: where the device runs bf16 well; ``method`` as for
+    :func:`load_method_weights`."""
+    device = torch.device(device)
+    bf16 = has_bf16(device) if bf16 is None else bool(bf16)
+    state, meta, path = load_method_weights(method, weights, default_file, train_hint)
+    return device, bf16, state, meta, path
+
+
+def load_frozen(module, prefix: str, state: dict, path, device):
+    """``module`` with the ``prefix.*`` tensors of ``state`` (read from ``path``) loaded, moved
+    to ``device``, in eval mode, gradients off."""
+    training.load_prefixed(module, prefix, state, str(path))
+    return module.to(device).eval().requires_grad_(False)
 
 
 def load_method_weights(method, weights, default_file: str, train_hint: str):
@@ -70,12 +87,9 @@ def make_encoder(meta: dict, state: dict, device, bf16: bool, last_layer: str, p
     if kind == "vgg":
         return VGG19(device=device, autocast=bf16, last_layer=last_layer)
     if kind == "small":
-        from ..training import load_prefixed
-
         level = int(meta.get("encoder_level", 4))
         enc = SmallEncoder(level, meta_float(meta, "encoder_width", 0.25, path))
-        load_prefixed(enc, "encoder", state, str(path))
-        return enc.to(device).eval().requires_grad_(False)
+        return load_frozen(enc, "encoder", state, path, device)
     raise BrushworkError(f"{path}: unknown encoder {kind!r} in metadata")
 
 

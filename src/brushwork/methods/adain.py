@@ -46,11 +46,10 @@ class AdaIN:
     def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None):
         if encoder not in ("vgg", "small"):
             raise BrushworkError(f"adain: unknown encoder {encoder!r} (choose vgg or small)")
-        self.device = torch.device(device)
-        self.bf16 = ff.has_bf16(self.device) if bf16 is None else bool(bf16)
         default = DEFAULT_FILE if encoder == "vgg" else DEFAULT_SMALL_FILE
         hint = TRAIN_HINT if encoder == "vgg" else TRAIN_HINT + " --encoder-weights DISTILLED"
-        state, meta, path = ff.load_method_weights("adain", weights, default, hint)
+        self.device, self.bf16, state, meta, path = ff.open_weights("adain", weights, default,
+                                                                    hint, device, bf16)
         self.meta = meta
         level = int(ff.meta_float(meta, "level", 4, path))
         if level not in (3, 4):
@@ -58,10 +57,10 @@ class AdaIN:
         self.layer = LEVEL_LAYERS[level]
         self.encoder = ff.make_encoder(meta, state, self.device, self.bf16, self.layer, path)
         in_ch = self.encoder.channels[self.layer] if meta.get("encoder") == "small" else None
-        self.decoder = decoder(level, ff.meta_float(meta, "width", 1.0, path), in_ch)
+        width = ff.meta_float(meta, "width", 1.0, path)
+        self.decoder = ff.load_frozen(decoder(level, width, in_ch), "decoder", state, path,
+                                      self.device)
         self.mult = 2 ** (level - 1)
-        training.load_prefixed(self.decoder, "decoder", state, str(path))
-        self.decoder.to(self.device).eval().requires_grad_(False)
 
     @torch.inference_mode()
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
@@ -146,10 +145,7 @@ def _losses(enc, dec, content, style, bf16, device, cw, sw, level=4, iw=0.0):
 
 def run(args, callback=None) -> Path:
     """Train an AdaIN decoder; returns the path of the weight file written."""
-    training.check_common_arguments(args)
-    device = training.pick_device(args.device)
-    bf16 = args.bf16 and ff.has_bf16(device)
-    torch.manual_seed(args.seed)
+    device, bf16 = training.start_run(args)
     contents, styles = training.load_training_data(args)
     layer = LEVEL_LAYERS[args.level]
     meta = {"method": "adain", "level": str(args.level), "width": str(args.width),

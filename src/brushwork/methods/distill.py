@@ -21,9 +21,9 @@ import torch.nn.functional as F
 
 from .. import training
 from ..blocks import LEVEL_LAYERS, SmallEncoder, decoder
-from ..vgg import LAYER_CHANNELS, VGG19
+from ..vgg import LAYER_CHANNELS
 from . import _feedforward as ff
-from .wct import parse_levels, train_loop
+from .wct import recon_setup, train_loop
 
 
 def add_arguments(parser) -> None:
@@ -62,14 +62,7 @@ def distill_losses(teacher, student, decoders, embeds, x, bf16, device, embed_w,
 
 
 def run(args, callback=None) -> Path:
-    training.check_common_arguments(args)
-    levels = parse_levels(args.levels)
-    device = training.pick_device(args.device)
-    bf16 = args.bf16 and ff.has_bf16(device)
-    torch.manual_seed(args.seed)
-    contents, styles = training.load_training_data(args)
-    images = contents + styles
-    teacher = VGG19(device=device, autocast=bf16, last_layer=LEVEL_LAYERS[max(levels)])
+    levels, device, bf16, images, teacher = recon_setup(args)
     student = SmallEncoder(max(levels), args.encoder_width).to(device)
     decoders = {l: decoder(l, args.width, student.channels[LEVEL_LAYERS[l]]).to(device)
                 for l in levels}

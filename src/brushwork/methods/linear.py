@@ -24,6 +24,7 @@ from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Pro
                         normalize_style_weights, resolve_controls)
 from ..vgg import LAYER_CHANNELS, VGG19
 from . import _feedforward as ff
+from .wct import add_init_decoder_argument, init_decoder
 
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 DEFAULT_FILE = "linear_relu3_1.safetensors"
@@ -36,21 +37,18 @@ class Linear:
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE)}
 
     def __init__(self, device="cpu", weights=None, bf16: bool | None = None):
-        self.device = torch.device(device)
-        self.bf16 = ff.has_bf16(self.device) if bf16 is None else bool(bf16)
-        state, meta, path = ff.load_method_weights("linear", weights, DEFAULT_FILE, TRAIN_HINT)
+        self.device, self.bf16, state, meta, path = ff.open_weights(
+            "linear", weights, DEFAULT_FILE, TRAIN_HINT, device, bf16)
         self.layer = meta.get("layer", "relu3_1")
         if self.layer not in ("relu3_1", "relu4_1"):
             raise BrushworkError(f"{path}: bad 'layer' metadata {self.layer!r}")
         width = ff.meta_float(meta, "width", 1.0, path)
         dim = int(ff.meta_float(meta, "dim", 32, path))
         self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer=self.layer)
-        self.transform = LinearTransform(LAYER_CHANNELS[self.layer], dim, width)
-        self.decoder = decoder(LAYER_LEVELS[self.layer], width)
-        training.load_prefixed(self.transform, "transform", state, str(path))
-        training.load_prefixed(self.decoder, "decoder", state, str(path))
-        self.transform.to(self.device).eval().requires_grad_(False)
-        self.decoder.to(self.device).eval().requires_grad_(False)
+        self.transform = ff.load_frozen(LinearTransform(LAYER_CHANNELS[self.layer], dim, width),
+                                        "transform", state, path, self.device)
+        self.decoder = ff.load_frozen(decoder(LAYER_LEVELS[self.layer], width), "decoder", state,
+                                      path, self.device)
 
     @torch.inference_mode()
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
@@ -87,6 +85,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--dim", type=int, default=32, help="compressed channels (matrix size)")
     parser.add_argument("--fp16", action="store_true")
+    add_init_decoder_argument(parser, "relu3_1 or relu4_1 (as --layer)")
 
 
 def lst_losses(enc, transform, dec, layer, content, style, bf16, device, cw, sw, rw):
@@ -113,14 +112,13 @@ def lst_losses(enc, transform, dec, layer, content, style, bf16, device, cw, sw,
 def run(args, callback=None) -> Path:
     from .wct import train_loop
 
-    training.check_common_arguments(args)
-    device = training.pick_device(args.device)
-    bf16 = args.bf16 and ff.has_bf16(device)
-    torch.manual_seed(args.seed)
-    contents, styles = training.load_training_data(args)
+    device, bf16 = training.start_run(args)
     enc = VGG19(device=device, autocast=bf16, last_layer="relu4_1")
     transform = LinearTransform(LAYER_CHANNELS[args.layer], args.dim, args.width).to(device)
     dec = decoder(LAYER_LEVELS[args.layer], args.width).to(device)
+    if args.init_decoder and not args.resume:  # on resume the checkpoint's decoder is loaded
+        init_decoder(dec, args.init_decoder, LAYER_LEVELS[args.layer], args.width)
+    contents, styles = training.load_training_data(args)
     opt = torch.optim.Adam(list(transform.parameters()) + list(dec.parameters()), lr=args.lr)
     meta = {"method": "linear", "layer": args.layer, "width": str(args.width),
             "dim": str(args.dim), "encoder": "vgg"}

@@ -22,6 +22,7 @@ from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Pro
                         normalize_style_weights, resolve_controls)
 from ..vgg import VGG19
 from . import _feedforward as ff
+from .wct import add_init_decoder_argument, init_decoder
 
 LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 DEFAULT_FILE = "sanet_vgg.safetensors"
@@ -34,17 +35,12 @@ class SANet:
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE)}
 
     def __init__(self, device="cpu", weights=None, bf16: bool | None = None):
-        self.device = torch.device(device)
-        self.bf16 = ff.has_bf16(self.device) if bf16 is None else bool(bf16)
-        state, meta, path = ff.load_method_weights("sanet", weights, DEFAULT_FILE, TRAIN_HINT)
+        self.device, self.bf16, state, meta, path = ff.open_weights(
+            "sanet", weights, DEFAULT_FILE, TRAIN_HINT, device, bf16)
         width = ff.meta_float(meta, "width", 1.0, path)
         self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu5_1")
-        self.transform = SATransform(512)
-        self.decoder = decoder(4, width)
-        training.load_prefixed(self.transform, "transform", state, str(path))
-        training.load_prefixed(self.decoder, "decoder", state, str(path))
-        self.transform.to(self.device).eval().requires_grad_(False)
-        self.decoder.to(self.device).eval().requires_grad_(False)
+        self.transform = ff.load_frozen(SATransform(512), "transform", state, path, self.device)
+        self.decoder = ff.load_frozen(decoder(4, width), "decoder", state, path, self.device)
 
     @torch.inference_mode()
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
@@ -80,6 +76,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--identity2-weight", type=float, default=1.0)
     parser.add_argument("--width", type=float, default=1.0, help="decoder channel multiplier")
     parser.add_argument("--fp16", action="store_true")
+    add_init_decoder_argument(parser, "relu4_1 (level 4)")
 
 
 def sanet_losses(enc, transform, dec, content, style, bf16, device, w):
@@ -113,13 +110,12 @@ def run(args, callback=None) -> Path:
     from .linear import paired_sampler
     from .wct import train_loop
 
-    training.check_common_arguments(args)
-    device = training.pick_device(args.device)
-    bf16 = args.bf16 and ff.has_bf16(device)
-    torch.manual_seed(args.seed)
-    contents, styles = training.load_training_data(args)
+    device, bf16 = training.start_run(args)
     enc = VGG19(device=device, autocast=bf16, last_layer="relu5_1")
     transform, dec = SATransform(512).to(device), decoder(4, args.width).to(device)
+    if args.init_decoder and not args.resume:  # on resume the checkpoint's decoder is loaded
+        init_decoder(dec, args.init_decoder, 4, args.width)
+    contents, styles = training.load_training_data(args)
     opt = torch.optim.Adam(list(transform.parameters()) + list(dec.parameters()), lr=args.lr)
     weights = (args.content_weight, args.style_weight, args.identity1_weight,
                args.identity2_weight)

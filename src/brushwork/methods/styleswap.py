@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 
-from .. import training
 from ..blocks import decoder, style_swap
 from ..errors import BrushworkError
 from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Control, Progress,
@@ -33,18 +32,15 @@ class StyleSwap:
                                      STYLE_STRIDE)}
 
     def __init__(self, device="cpu", weights=None, bf16: bool | None = None):
-        self.device = torch.device(device)
-        self.bf16 = ff.has_bf16(self.device) if bf16 is None else bool(bf16)
-        state, meta, path = ff.load_method_weights(("styleswap", "wct"), weights, DEFAULT_FILE,
-                                                   TRAIN_HINT)
+        self.device, self.bf16, state, meta, path = ff.open_weights(
+            ("styleswap", "wct"), weights, DEFAULT_FILE, TRAIN_HINT, device, bf16)
         if 3 not in ff.meta_levels(meta, path):
             raise BrushworkError(f"{path}: has no relu3_1 (level 3) decoder for style swap")
         if meta.get("encoder", "vgg") != "vgg":
             raise BrushworkError(f"{path}: style swap needs a VGG19 decoder, not a small-encoder one")
         self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu3_1")
-        self.decoder = decoder(3, ff.meta_float(meta, "width", 1.0, path))
-        training.load_prefixed(self.decoder, "decoder3", state, str(path))
-        self.decoder.to(self.device).eval().requires_grad_(False)
+        self.decoder = ff.load_frozen(decoder(3, ff.meta_float(meta, "width", 1.0, path)),
+                                      "decoder3", state, path, self.device)
 
     @torch.inference_mode()
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,

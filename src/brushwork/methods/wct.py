@@ -11,12 +11,13 @@ reconstruction decoders for the distilled encoder).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .. import training
+from .. import shipped, training
 from ..blocks import LEVEL_LAYERS, apply_affine, decoder, feature_stats, wct_matrix
 from ..errors import BrushworkError
 from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Control, Progress,
@@ -60,11 +61,10 @@ class WCT:
     def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None):
         if encoder not in ("vgg", "small"):
             raise BrushworkError(f"wct: unknown encoder {encoder!r} (choose vgg or small)")
-        self.device = torch.device(device)
-        self.bf16 = ff.has_bf16(self.device) if bf16 is None else bool(bf16)
         default, hint = (DEFAULT_FILE, TRAIN_HINT) if encoder == "vgg" else (DEFAULT_SMALL_FILE,
                                                                             SMALL_HINT)
-        state, meta, path = ff.load_method_weights(("wct", "distill"), weights, default, hint)
+        self.device, self.bf16, state, meta, path = ff.open_weights(
+            ("wct", "distill"), weights, default, hint, device, bf16)
         self.levels = ff.meta_levels(meta, path)
         small = meta.get("encoder") == "small"
         self.encoder = ff.make_encoder(meta, state, self.device, self.bf16,
@@ -73,9 +73,8 @@ class WCT:
         self.decoders = {}
         for level in self.levels:
             in_ch = self.encoder.channels[LEVEL_LAYERS[level]] if small else None
-            dec = decoder(level, width, in_ch)
-            training.load_prefixed(dec, f"decoder{level}", state, str(path))
-            self.decoders[level] = dec.to(self.device).eval().requires_grad_(False)
+            self.decoders[level] = ff.load_frozen(decoder(level, width, in_ch), f"decoder{level}",
+                                                  state, path, self.device)
 
     @torch.inference_mode()
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
@@ -157,16 +156,20 @@ def recon_losses(enc, decoders: dict, x, bf16, device, feature_weight, feats=Non
     return total, parts
 
 
+def recon_setup(args):
+    """The common start of the reconstruction trainers (wct, distill): ``training.start_run``,
+    then (levels, device, bf16 flag, training images (contents and styles together), VGG19 up
+    to the deepest level)."""
+    device, bf16 = training.start_run(args)
+    levels = parse_levels(args.levels)
+    contents, styles = training.load_training_data(args)
+    vgg = VGG19(device=device, autocast=bf16, last_layer=LEVEL_LAYERS[max(levels)])
+    return levels, device, bf16, contents + styles, vgg
+
+
 def run(args, callback=None) -> Path:
     """Train reconstruction decoders for the VGG19 relu{L}_1 levels; returns the weight file."""
-    training.check_common_arguments(args)
-    levels = parse_levels(args.levels)
-    device = training.pick_device(args.device)
-    bf16 = args.bf16 and ff.has_bf16(device)
-    torch.manual_seed(args.seed)
-    contents, styles = training.load_training_data(args)
-    images = contents + styles
-    enc = VGG19(device=device, autocast=bf16, last_layer=LEVEL_LAYERS[max(levels)])
+    levels, device, bf16, images, enc = recon_setup(args)
     decoders = {l: decoder(l, args.width).to(device) for l in levels}
     models = {f"decoder{l}": d for l, d in decoders.items()}
     params = [p for d in decoders.values() for p in d.parameters()]
@@ -177,6 +180,41 @@ def run(args, callback=None) -> Path:
                lambda x: recon_losses(enc, decoders, x, bf16, device, args.feature_weight),
                lambda x: [x] + [_recon(enc, decoders[l], x, l, bf16) for l in levels], meta)
     return Path(args.out)
+
+
+# ----------------------------------------------- --init-decoder (linear and sanet trainers)
+def add_init_decoder_argument(parser, which: str) -> None:
+    parser.add_argument("--init-decoder", metavar="FILE", default=None,
+                        help=f"start the decoder from the {which} reconstruction decoder of a wct "
+                             f"weight file (from `brushwork train wct`, VGG19 encoder, same "
+                             f"--width) instead of from random weights; ignored with --resume "
+                             f"(the checkpoint's decoder wins)")
+
+
+def init_decoder(dec, path, level: int, width: float) -> None:
+    """Load the level-``level`` decoder (``decoder{level}.*``) of a wct weight file into
+    ``dec``, a VGG19 decoder of ``width``; a one-line BrushworkError when the file cannot
+    provide it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrushworkError(f"--init-decoder {path}: file not found")
+    state, meta = shipped.load_weights(path)
+    if meta.get("encoder", "vgg") != "vgg":
+        raise BrushworkError(f"--init-decoder {path}: a small-encoder file; give a VGG19 one "
+                             f"(from `brushwork train wct`)")
+    if meta.get("method") != "wct":
+        raise BrushworkError(f"--init-decoder {path}: not a wct weight file (method "
+                             f"{meta.get('method')!r}); make one with `brushwork train wct`")
+    levels = ff.meta_levels(meta, path)
+    if level not in levels:
+        raise BrushworkError(f"--init-decoder {path}: no level-{level} ({LEVEL_LAYERS[level]}) "
+                             f"decoder (the file has levels {levels}); train one with "
+                             f"`brushwork train wct --levels {level}`")
+    file_width = ff.meta_float(meta, "width", 1.0, path)
+    if not math.isclose(file_width, width):
+        raise BrushworkError(f"--init-decoder {path}: decoder width {file_width:g} differs from "
+                             f"--width {width:g}")
+    training.load_prefixed(dec, f"decoder{level}", state, f"--init-decoder {path}")
 
 
 def _recon(enc, dec, x, level, bf16):
