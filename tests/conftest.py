@@ -8,7 +8,7 @@ torch.set_num_threads(1)
 
 
 def _img(arr):
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).unsqueeze(0).float() / 255
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1).unsqueeze(0).float() / 255
 
 
 @pytest.fixture(scope="session")

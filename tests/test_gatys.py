@@ -6,7 +6,7 @@ from brushwork import losses as L
 from brushwork.color import match_color, rgb_to_yiq
 from brushwork.errors import ControlError
 from brushwork.methods.gatys import Gatys, plan_scales
-from brushwork.vgg import VGG19
+from brushwork.vgg import VGG19, has_bf16
 
 FAST = {"steps": 12, "tol": 0, "precision": "fp32", "style_weight": 1e5}
 
@@ -183,3 +183,13 @@ def test_errors(gatys, content_img, style_img):
         gatys.stylize(content_img, [style_img], controls={"blend": "average"})
     with pytest.raises(ControlError, match="finite"):
         gatys.stylize(content_img, [style_img], controls={"style_weight": float("nan")})
+
+
+@pytest.mark.skipif(not has_bf16(torch.device("cpu")), reason="no bf16 on this CPU")
+def test_bf16_path_stylises_like_fp32(gatys, base, content_img, style_img, vgg):
+    # bf16 runs VGG and the loss products (Gram) in bf16 with fp32 accumulation
+    low = run(gatys, content_img, [style_img], precision="bf16")
+    assert torch.isfinite(low).all() and low.shape == base.shape
+    start = style_gram_loss(vgg, content_img, style_img)
+    assert style_gram_loss(vgg, low, style_img) < 0.5 * start
+    assert diff(low, base) < 0.05

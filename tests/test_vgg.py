@@ -94,3 +94,15 @@ def test_unknown_layer_and_bad_shape(vgg):
         vgg(torch.rand(1, 3, 16, 16), ["relu9_9"])
     with pytest.raises(BrushworkError):
         vgg(torch.rand(1, 4, 16, 16), ["relu1_1"])
+
+
+def test_fp32_false_keeps_bf16_activations_only_under_autocast(vgg):
+    x = torch.rand(1, 3, 32, 32)
+    enc = VGG19(autocast=True, last_layer="relu2_1")
+    low = enc(x, ["relu1_1", "relu2_1"], fp32=False)
+    high = enc(x, ["relu1_1", "relu2_1"])
+    assert all(v.dtype == torch.bfloat16 for v in low.values())
+    assert all(v.dtype == torch.float32 for v in high.values())
+    assert torch.equal(low["relu2_1"].float(), high["relu2_1"])
+    # without autocast the flag changes nothing
+    assert vgg(x, "relu1_1", fp32=False)["relu1_1"].dtype == torch.float32

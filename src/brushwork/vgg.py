@@ -150,7 +150,9 @@ class VGG19(nn.Module):
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def forward(self, x: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers, *, fp32: bool = True) -> dict[str, torch.Tensor]:
+        """The requested layers' activations. With bf16 autocast they are returned as fp32
+        unless ``fp32=False`` (for callers that compute their losses under autocast too)."""
         if isinstance(layers, str):
             layers = [layers]
         wanted = set(layers)
@@ -177,4 +179,6 @@ class VGG19(nn.Module):
                     h = (F.max_pool2d if self.pooling == "max" else F.avg_pool2d)(h, 2, 2)
                 if name in wanted:
                     out[name] = h
+        if not fp32:
+            return {k: v.contiguous() for k, v in out.items()}
         return {k: v.float().contiguous() for k, v in out.items()}

@@ -29,11 +29,12 @@ from ..protocol import (MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Prog
                         normalize_style_weights, resolve_controls)
 from ..vgg import LAYER_INDEX, VGG19, has_bf16
 
+COARSE_STEP_FACTOR = 1.0  # steps at a coarse scale = COARSE_STEP_FACTOR x the next finer one
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
 CONTROLS = {c.name: c for c in (
     Control("content_weight", "float", 1.0, "weight of the content loss (alpha)", low=0.0),
-    Control("style_weight", "float", 5e3, "weight of the style loss (beta); alpha/beta sets the "
+    Control("style_weight", "float", 1e3, "weight of the style loss (beta); alpha/beta sets the "
             "trade-off", low=0.0),
     Control("tv_weight", "float", 0.0, "total-variation weight (smoothness), try 100-2000", low=0.0),
     Control("hist_weight", "float", 0.0, "histogram loss weight (Risser et al.), try 1e3-1e4",
@@ -56,8 +57,8 @@ CONTROLS = {c.name: c for c in (
     Control("init", "str", "content", "start image: content, noise or a path to an image"),
     Control("optimizer", "str", "lbfgs", "lbfgs or adam", choices=("lbfgs", "adam")),
     Control("lr", "float", None, "learning rate (default 1 for L-BFGS, 0.02 for Adam)", low=0.0),
-    Control("steps", "int", 150, "optimisation steps at the final scale (coarser scales get "
-            "more, cheaper, steps)", low=0),
+    Control("steps", "int", 150, "optimisation steps at each scale of the coarse-to-fine "
+            "schedule", low=0),
     Control("scales", "int", None, "number of coarse-to-fine scales (default: from the size)",
             low=1, high=6),
     Control("time_budget", "float", None, "stop after this many seconds (the result is still "
@@ -222,8 +223,9 @@ class Gatys:
         enc = self.encoder(c["pooling"], bf16, deepest)
 
         sizes = plan_scales(full_hw, c["scales"])
-        # coarse scales: twice the steps of the next finer scale (each ~4x cheaper)
-        steps = [c["steps"] * 2 ** (len(sizes) - 1 - i) for i in range(len(sizes))]
+        # coarse scales: COARSE_STEP_FACTOR times the steps of the next finer scale
+        steps = [round(c["steps"] * COARSE_STEP_FACTOR ** (len(sizes) - 1 - i))
+                 for i in range(len(sizes))]
         cost = [s * h * w for s, (h, w) in zip(steps, sizes)]
         total_steps = sum(steps)
 
@@ -300,11 +302,14 @@ class Gatys:
 
         def closure():
             opt.zero_grad(set_to_none=True)
-            feats = enc(x, layers)
+            feats = enc(x, layers, fp32=False)
             sums = {}
-            for term, layer, w, mod in terms:
-                v = w * mod(feats[layer])
-                sums[term] = v if term not in sums else sums[term] + v
+            # the loss terms' matrix products (Gram matrices, patch matching) follow the
+            # encoder's precision: bf16 inputs with fp32 accumulation, results compared in fp32
+            with torch.autocast(x.device.type, torch.bfloat16, enabled=enc.autocast):
+                for term, layer, w, mod in terms:
+                    v = w * mod(feats[layer]).float()
+                    sums[term] = v if term not in sums else sums[term] + v
             parts = {k: (weights[k], v) for k, v in sums.items()}
             # TV on the 0-255 pixel scale, like the feature losses (Caffe input range)
             parts["tv"] = (c["tv_weight"], L.tv_loss(x * 255.0))
