@@ -9,6 +9,7 @@ where it stopped (``--fresh`` starts over); the table is printed from that file.
     python benchmarks/bench_gatys.py --data ../shared/data --sizes 256 512 --out runs/bench_gatys
 
 Pin to one core for steady numbers when the machine is busy (``taskset -c 0``, OMP_NUM_THREADS=1).
+The README's table was measured this way (``--pairs 2 --sizes 256 512``).
 """
 from __future__ import annotations
 

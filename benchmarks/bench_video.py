@@ -111,15 +111,19 @@ def _random_adain():
 def method_controls(name: str, args) -> dict:
     if name == "gatys":
         return {"steps": args.steps, "scales": 1}
+    if name == "cin":
+        return {"style_id": "0"}  # the shipped cin_classic's style 0 is the benchmark's painting
     return {}
 
 
 def run(method, frames, style, mode, controls, args):
     ts = TemporalStylizer(method, mode, blend=args.blend, temporal_weight=args.temporal_weight,
                           post_blend=args.post_blend)
+    # built-in-style models (cin, johnson, asma) take no style image
+    styles = [style] if getattr(method, "needs_style", True) else []
     outs, t0 = [], time.perf_counter()
     for i, f in enumerate(frames):
-        outs.append(ts.stylize(f, [style], controls=controls, seed=0))
+        outs.append(ts.stylize(f, styles, controls=controls, seed=0))
         print(f"  {method.name} {mode} frame {i + 1}/{len(frames)} "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return outs, time.perf_counter() - t0
