@@ -269,3 +269,42 @@ def test_failure_mid_video_leaves_nothing(clip, tmp_path):
     with pytest.raises(RuntimeError):
         stylize_video(clip, out, Broken(), [])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_restore_detail_matches_reference_detail_energy():
+    import cv2
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(1, 3, 40, 56, generator=g)
+    smooth = torch.nn.functional.avg_pool2d(ref, 5, 1, 2, count_include_pad=False)
+    out = temporal._restore_detail(smooth, ref, 1.5)
+
+    def low(t):
+        return torch.from_numpy(cv2.GaussianBlur(temporal._hwc(t), (11, 11), 1.5,
+                                                 borderType=cv2.BORDER_REFLECT)).permute(2, 0, 1)[None]
+
+    want = (ref - low(ref)).std((2, 3))
+    before = (smooth - low(smooth)).std((2, 3))
+    got = (out - low(smooth)).std((2, 3))          # the low band is kept, the detail rescaled
+    assert torch.allclose(got, want, rtol=1e-3)
+    assert (before < 0.7 * want).all()             # the blur had removed detail
+
+
+def test_flow_blend_keeps_detail_energy_and_still_cuts_flicker():
+    frames = [as_tensor(f) for f in clip_frames(6)]
+    outs = {}
+    for sigma in (None, 1.5):
+        ts = TemporalStylizer(Flicker(), "flow", detail_sigma=sigma)
+        outs[sigma] = [ts.stylize(f, [], seed=0) for f in frames]
+    plain = Flicker()
+    none = [plain.stylize(f, [], seed=0) for f in frames]
+
+    def detail(t):
+        return (t[..., 1:, :] - t[..., :-1, :]).abs().mean()
+
+    def err(o):
+        return warping_error(frames, o)["warping_error"]
+
+    assert detail(outs[1.5][-1]) > detail(outs[None][-1])
+    assert err(outs[1.5]) < 0.8 * err(none)
+    with pytest.raises(BrushworkError, match="detail_sigma"):
+        TemporalStylizer(Flicker(), "flow", detail_sigma=-1)

@@ -22,6 +22,7 @@ over the three RGB channels (values in [0, 1]).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -213,6 +214,24 @@ def _match_channel_stats(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return (x - xm) / xs.clamp_min(1e-6) * rs + rm
 
 
+def _restore_detail(x: torch.Tensor, ref: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Scale the high-frequency band of ``x`` (``x`` minus its Gaussian blur of ``sigma`` px) per
+    channel so its standard deviation matches ``ref``'s: blending frames averages away the
+    painted texture (the fine strokes), and this gives its energy back."""
+    cv2 = _cv2()
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+
+    def bands(t):
+        a = _hwc(t)
+        low = cv2.GaussianBlur(a, (k, k), sigma, borderType=cv2.BORDER_REFLECT)
+        return low, a - low
+
+    low, high = bands(x)
+    _, ref_high = bands(ref)
+    gain = ref_high.std((0, 1)) / np.maximum(high.std((0, 1)), 1e-6)
+    return _chw(low + high * gain.astype(np.float32)).to(x.device)
+
+
 class TemporalStylizer:
     """Wrap any image Stylizer so that successive calls stylise successive video frames.
 
@@ -226,9 +245,10 @@ class TemporalStylizer:
       unless given) since coarse-to-fine would blur the warped start image;
     * any other method is stylised per frame and blended with the warped previous *output*:
       ``out = a*m*warped + (1 - a*m)*new`` with ``a = blend`` and ``m`` the occlusion mask, so
-      disoccluded regions take the fresh stylisation. Averaging lowers contrast, so the blend
-      then gets the fresh frame's per-channel mean and standard deviation back
-      (``restore_contrast``).
+      disoccluded regions take the fresh stylisation. Averaging lowers contrast and washes out
+      the painted texture, so the blend then gets the fresh frame's per-channel mean and
+      standard deviation back (``restore_contrast``) and the energy of its fine detail, the
+      band above a Gaussian blur of ``detail_sigma`` px (``detail_sigma=None``: off).
 
     The mask is the forward-backward occlusion mask times, unless ``photometric=None``, a
     photometric check on the content frames (:func:`photometric_mask`).
@@ -239,12 +259,15 @@ class TemporalStylizer:
     def __init__(self, stylizer, mode: str = "flow", *, blend: float = 0.4,
                  temporal_weight: float = 1.0, flow: str = "dis", motion_boundaries: bool = True,
                  use_optimization_hooks: bool = True, post_blend: float | None = None,
-                 photometric: float | None = 0.08, restore_contrast: bool = True):
+                 photometric: float | None = 0.08, restore_contrast: bool = True,
+                 detail_sigma: float | None = 1.5):
         if mode not in CONSISTENCY_MODES:
             raise ControlError(f"unknown consistency mode {mode!r} "
                                f"(choose {', '.join(CONSISTENCY_MODES)})")
         if not 0.0 <= blend < 1.0:
             raise ControlError(f"blend must be in [0, 1), got {blend}")
+        if detail_sigma is not None and not 0.0 < detail_sigma <= 20.0:
+            raise ControlError(f"detail_sigma must be in (0, 20] px, got {detail_sigma}")
         self.stylizer = stylizer
         self.mode = mode
         self.name = getattr(stylizer, "name", type(stylizer).__name__)
@@ -255,6 +278,7 @@ class TemporalStylizer:
         self.motion_boundaries = motion_boundaries
         self.photometric = photometric
         self.restore_contrast = restore_contrast
+        self.detail_sigma = detail_sigma
         self.flow = FlowEstimator(flow) if mode == "flow" else None
         self.hooks = (use_optimization_hooks and "init_image" in self.controls
                       and "temporal" in self.controls)
@@ -301,6 +325,8 @@ class TemporalStylizer:
                 out = a * mask * warped + (1 - a * mask) * fresh
                 if self.restore_contrast:
                     out = _match_channel_stats(out, fresh)
+                if self.detail_sigma:
+                    out = _restore_detail(out, fresh, self.detail_sigma)
                 out = out.clamp(0, 1)
         if self.mode == "flow":
             self._prev_in = content.detach()

@@ -626,6 +626,10 @@ def add_arguments(p) -> None:
     p.add_argument("--flow-blend", type=float, default=None,
                    help="flow mode, feed-forward methods: weight of the warped previous frame "
                         "(0-1, default 0.4)")
+    p.add_argument("--flow-detail", type=float, default=None, metavar="SIGMA",
+                   help="flow mode, feed-forward methods: after blending, restore the fresh "
+                        "frame's fine-detail energy above a blur of SIGMA px (default 1.5, "
+                        "0 = off)")
     p.add_argument("--temporal-weight", type=float, default=None,
                    help="flow mode, gatys: weight of the temporal loss (Ruder et al.)")
     p.add_argument("--flow", choices=("dis", "farneback"), default="dis",
@@ -679,6 +683,8 @@ def run(args, controls: Mapping[str, Any], callback=None) -> dict:
     topts = {"flow": args.flow}
     if args.flow_blend is not None:
         topts["blend"] = args.flow_blend
+    if args.flow_detail is not None:
+        topts["detail_sigma"] = args.flow_detail or None
     if args.temporal_weight is not None:
         topts["temporal_weight"] = args.temporal_weight
     out = stylize_video(args.input, args.output, stylizer, styles, consistency=args.consistency,
