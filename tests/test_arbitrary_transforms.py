@@ -113,3 +113,23 @@ def test_tiled_encode_close_to_whole(monkeypatch):
     tiled = ff.encode_big(enc, x, "relu3_1", False, 4)
     assert tiled.shape == whole.shape
     assert (tiled - whole).abs().mean() < 0.05 * whole.abs().mean()
+
+
+def test_linear_transform_output_scale_follows_the_style_at_init():
+    # VGG features are on the Caffe 0-255 scale: an untrained transform must not blow them up
+    # (the matrix branches see RMS-normalised features; the scale comes back as a ratio)
+    from brushwork.blocks import LinearTransform
+    torch.manual_seed(0)
+    lt = LinearTransform(16, dim=4)
+    c = torch.rand(2, 16, 12, 12) * 300
+    s = torch.rand(2, 16, 10, 10) * 30
+    out = lt(c, s)
+    centred = out - out.mean((2, 3), keepdim=True)
+    style_rms = (s - s.mean((2, 3), keepdim=True)).pow(2).mean().sqrt()
+    ratio = float(centred.pow(2).mean().sqrt() / style_rms)
+    assert torch.isfinite(out).all() and 1e-3 < ratio < 1e3
+    # scaling content and style together scales the output (up to the 1x1 conv biases)
+    big = lt(c * 10, s * 10)
+    small = lt(c, s)
+    assert torch.allclose(big - lt.unzip.bias[None, :, None, None],
+                          10 * (small - lt.unzip.bias[None, :, None, None]), rtol=0.05, atol=1.0)

@@ -308,6 +308,11 @@ class _CovNet(nn.Module):
         return self.fc(cov.flatten(1)).view(-1, self.dim, self.dim)
 
 
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    """Per-sample root mean square of a (B, C, H, W) tensor, shaped (B, 1, 1, 1)."""
+    return x.float().pow(2).mean((1, 2, 3), keepdim=True).clamp_min(1e-12).sqrt().to(x.dtype)
+
+
 class LinearTransform(nn.Module):
     """LST (Li et al. 2019): T = S(style) @ C(content), both ``dim`` x ``dim`` matrices learned
     from feature covariances, applied to the compressed, centred content features; the result is
@@ -321,15 +326,22 @@ class LinearTransform(nn.Module):
         self.unzip = nn.Conv2d(dim, channels, 1)
         self.dim = dim
 
+    # The matrix branches see features divided by their RMS, and the scale goes back in as the
+    # ratio rms(style) / rms(content) (as in WCT, whose matrix scales the same way): VGG
+    # features on the Caffe 0-255 scale would otherwise give products of covariances ~1e8 at
+    # initialisation, and training diverges.
     def matrix(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The style half (S matrix, style mean); can be blended linearly between styles."""
         s_mean = style.flatten(2).mean(-1)[..., None, None]
-        return self.snet(style - s_mean), s_mean
+        centred = style - s_mean
+        rms = _rms(centred)
+        return self.snet(centred / rms) * rms[..., 0], s_mean
 
     def apply(self, content: torch.Tensor, s_matrix: torch.Tensor, s_mean: torch.Tensor):
         c_mean = content.flatten(2).mean(-1)[..., None, None]
         centred = content - c_mean
-        t = s_matrix @ self.cnet(centred)
+        rms = _rms(centred)
+        t = s_matrix @ self.cnet(centred / rms) / rms[..., 0]
         z = self.compress(centred)
         b, d, h, w = z.shape
         return self.unzip((t @ z.flatten(2)).view(b, d, h, w)) + s_mean
