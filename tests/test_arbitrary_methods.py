@@ -127,3 +127,22 @@ def test_missing_shipped_weights_is_a_clear_error(cls, monkeypatch, tmp_path):
 def test_methods_registered():
     for name in ("adain", "wct", "linear", "sanet", "styleswap"):
         assert name in METHODS and METHODS[name].summary
+
+
+SHIPPED = ["adain", "wct", "styleswap"]  # methods whose default weights ship in the package
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_weights_load_checked_and_stylise(name):
+    from brushwork.methods import METHODS
+
+    model = METHODS[name](bf16=False)  # default file, sha256 checked against MANIFEST.json
+    g = torch.Generator().manual_seed(0)
+    content = torch.rand(1, 3, 48, 64, generator=g) * 0.2 + 0.4   # grey-ish photo
+    style = torch.zeros(1, 3, 64, 64)
+    style[:, 2] = torch.rand(1, 64, 64, generator=g) * 0.5 + 0.5  # a blue painting
+    out = model.stylize(content, [style], seed=0)
+    assert out.shape == (1, 3, 48, 64) and torch.isfinite(out).all()
+    assert 0 <= out.min() and out.max() <= 1
+    # the output moves toward the style's colours: more blue than red, unlike the content
+    assert out[:, 2].mean() - out[:, 0].mean() > 0.1 + (content[:, 2].mean() - content[:, 0].mean())
