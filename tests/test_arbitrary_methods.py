@@ -129,7 +129,7 @@ def test_methods_registered():
         assert name in METHODS and METHODS[name].summary
 
 
-SHIPPED = ["adain", "wct", "styleswap"]  # methods whose default weights ship in the package
+SHIPPED = ["adain", "wct", "styleswap", "linear", "sanet"]  # methods whose default weights ship in the package
 
 
 @pytest.mark.parametrize("name", SHIPPED)
