@@ -115,6 +115,7 @@ def test_tiled_encode_close_to_whole(monkeypatch):
     assert (tiled - whole).abs().mean() < 0.05 * whole.abs().mean()
 
 
+@torch.no_grad()
 def test_linear_transform_output_scale_follows_the_style_at_init():
     # VGG features are on the Caffe 0-255 scale: an untrained transform must not blow them up
     # (the matrix branches see RMS-normalised features; the scale comes back as a ratio)
