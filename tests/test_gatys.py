@@ -193,3 +193,12 @@ def test_bf16_path_stylises_like_fp32(gatys, base, content_img, style_img, vgg):
     start = style_gram_loss(vgg, content_img, style_img)
     assert style_gram_loss(vgg, low, style_img) < 0.5 * start
     assert diff(low, base) < 0.05
+
+
+@pytest.mark.skipif(not has_bf16(torch.device("cpu")), reason="no bf16 on this CPU")
+@pytest.mark.parametrize("extra", [{"hist_weight": 1e3}, {"mrf_weight": 1e3},
+                                   {"style_loss": "w2"}, {"style_loss": "meanstd"}])
+def test_bf16_path_runs_every_loss(gatys, content_img, style_img, extra):
+    out = run(gatys, content_img, [style_img], precision="bf16", steps=4, **extra)
+    assert torch.isfinite(out).all() and out.shape == content_img.shape
+    assert diff(out, content_img) > 1e-3
