@@ -55,7 +55,8 @@ def wct_target(cf: torch.Tensor, sf: torch.Tensor, mask: torch.Tensor | None = N
 
 class WCT:
     name = "wct"
-    summary = "WCT (Li et al. 2017): whitening-colouring at relu5_1..relu1_1, decoders per level"
+    summary = ("WCT (Li et al. 2017): whitening-colouring coarse to fine, relu5_1..relu1_1, a "
+               "decoder per level (shipped: levels 4..1)")
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE, LEVELS)}
 
     def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None):
