@@ -58,3 +58,18 @@ def match_color(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     a = sqrtm_psd(cov_r) @ torch.linalg.inv(sqrtm_psd(cov_s))
     out = a @ (fs - mu_s) + mu_r
     return out.reshape(source.shape).to(source.dtype).clamp(0, 1)
+
+
+def preserve_color_inputs(content: torch.Tensor, styles: list[torch.Tensor], mode: str | None):
+    """The ``preserve_color`` control applied to a method's inputs.
+
+    ``histogram``: each style colour-matched to the content. ``luminance``: content and styles
+    reduced to (3-channel) luminance, the styles' matched to the content's; the result's chroma
+    comes back later with ``combine_luminance(luminance(out), content_rgb)``.
+    Returns (content to stylise, styles, content_rgb or None)."""
+    if mode == "histogram":
+        return content, [match_color(s, content) for s in styles], None
+    if mode == "luminance":
+        cy = luminance(content)
+        return gray3(cy), [gray3(match_luminance(luminance(s), cy)) for s in styles], content
+    return content, styles, None

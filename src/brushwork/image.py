@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ControlError, ImageError
 
 # Guard against decompression bombs: images with more pixels are refused unless overridden
 # (``max_pixels=`` argument, ``--max-pixels`` flag or ``BRUSHWORK_MAX_PIXELS``).
@@ -171,6 +171,15 @@ def load_mask(path_or_image, size: tuple[int, int], *, max_pixels: int | None = 
                              f"(aspect ratios differ)")
         m = F.interpolate(m, size=(h, w), mode="bilinear", align_corners=False)
     return m.clamp(0, 1)
+
+
+def load_masks(masks, n_styles: int, size: tuple[int, int], device) -> list[torch.Tensor] | None:
+    """The ``masks`` control: one mask per style, each (1, 1, H, W) on ``device``; None if unset."""
+    if masks is None:
+        return None
+    if len(masks) != n_styles:
+        raise ControlError(f"{len(masks)} mask(s) given for {n_styles} style(s)")
+    return [load_mask(m, size).to(device) for m in masks]
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:

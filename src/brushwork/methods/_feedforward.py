@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from .. import shipped, training
 from ..blocks import SmallEncoder
-from ..color import combine_luminance, gray3, luminance, match_color, match_luminance
-from ..errors import BrushworkError, ControlError
-from ..image import load_mask, resize, to_tensor
+from ..color import combine_luminance, luminance, preserve_color_inputs
+from ..errors import BrushworkError
+from ..image import load_masks, resize, to_tensor
 from ..vgg import VGG19, has_bf16  # noqa: F401 (re-exported for the methods)
 
 # Reflect-padded margin around the content (cropped after decoding), in pixels.
@@ -120,19 +120,9 @@ def prepare(content, styles, c: dict, device):
     content = to_tensor(content).to(device)
     styles = [to_tensor(s).to(device) for s in styles]
     hw = tuple(content.shape[-2:])
-    masks = None
-    if c.get("masks") is not None:
-        if len(c["masks"]) != len(styles):
-            raise ControlError(f"{len(c['masks'])} mask(s) given for {len(styles)} style(s)")
-        masks = [load_mask(m, hw).to(device) for m in c["masks"]]
-    color = c.get("preserve_color", "none")
-    content_rgb = None
-    if color == "histogram":
-        styles = [match_color(s, content) for s in styles]
-    elif color == "luminance":
-        cy = luminance(content)
-        styles = [gray3(match_luminance(luminance(s), cy)) for s in styles]
-        content_rgb, content = content, gray3(cy)
+    masks = load_masks(c.get("masks"), len(styles), hw, device)
+    content, styles, content_rgb = preserve_color_inputs(content, styles,
+                                                         c.get("preserve_color"))
     scale = c.get("style_scale", 1.0)
     styles = [resize(s, style_size(s.shape[-2:], hw, scale)) for s in styles]
     return content, styles, masks, content_rgb

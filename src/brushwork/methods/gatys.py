@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import losses as L
-from ..color import combine_luminance, gray3, luminance, match_color, match_luminance
+from ..color import combine_luminance, gray3, luminance, preserve_color_inputs
 from ..errors import ControlError
-from ..image import load_mask, resize, to_tensor
+from ..image import load_masks, resize, to_tensor
 from ..protocol import (MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit,
                         normalize_style_weights, resolve_controls)
 from ..vgg import LAYER_INDEX, VGG19, has_bf16
@@ -202,20 +202,9 @@ class Gatys:
         content = to_tensor(content).to(dev)
         styles = [to_tensor(s).to(dev) for s in styles]
         full_hw = tuple(content.shape[-2:])
-        masks = None
-        if c["masks"] is not None:
-            if len(c["masks"]) != len(styles):
-                raise ControlError(f"{len(c['masks'])} mask(s) given for {len(styles)} style(s)")
-            masks = [load_mask(m, full_hw).to(dev) for m in c["masks"]]
-
-        # colour preservation
+        masks = load_masks(c["masks"], len(styles), full_hw, dev)
         color = c["preserve_color"]
-        if color == "histogram":
-            styles = [match_color(s, content) for s in styles]
-        elif color == "luminance":
-            cy = luminance(content)
-            styles = [gray3(match_luminance(luminance(s), cy)) for s in styles]
-            content_rgb, content = content, gray3(cy)
+        content, styles, content_rgb = preserve_color_inputs(content, styles, color)
 
         layers_all = (c["content_layers"] + c["style_layers"] + c["hist_layers"]
                       + c["mrf_layers"])
