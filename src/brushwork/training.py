@@ -315,6 +315,22 @@ def log_line(path, record: dict) -> None:
         f.write(json.dumps(record, sort_keys=True) + "\n")
 
 
+def add_run_arguments(parser, *, every: int) -> None:
+    """How a training run runs (seed, device, precision, checkpoints, samples, resume, threads):
+    shared by every trainer; ``every`` is the default checkpoint and sample interval."""
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
+                        help="disable bf16 autocast (on by default)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint path (default: OUT with .ckpt)")
+    parser.add_argument("--checkpoint-every", type=int, default=every)
+    parser.add_argument("--sample-every", type=int, default=every,
+                        help="save a sample grid PNG next to the checkpoint every N steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
 def add_common_arguments(parser, *, size: int = 256, batch: int = 8, steps: int = 40000,
                          lr: float = 1e-4) -> None:
     """The flags every trainer shares."""
@@ -329,17 +345,7 @@ def add_common_arguments(parser, *, size: int = 256, batch: int = 8, steps: int 
     parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--steps", type=int, default=steps)
     parser.add_argument("--lr", type=float, default=lr)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--no-bf16", dest="bf16", action="store_false",
-                        help="disable bf16 autocast (on by default)")
-    parser.add_argument("--checkpoint", default=None,
-                        help="checkpoint path (default: OUT with .ckpt)")
-    parser.add_argument("--checkpoint-every", type=int, default=500)
-    parser.add_argument("--sample-every", type=int, default=500,
-                        help="save a sample grid PNG next to the checkpoint every N steps")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_run_arguments(parser, every=500)
     parser.add_argument("--data-cache", default=None,
                         help="file to keep the decoded, resized training images in (reused "
                              "when it exists and the folders and sizes match)")

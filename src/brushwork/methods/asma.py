@@ -257,14 +257,7 @@ def add_arguments(p) -> None:
                    help="ours: VGG mean/std loss to the artist's paintings (preset)")
     p.add_argument("--warmup", type=int, default=None,
                    help="ours: auto-encoder steps before the GAN (preset)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false")
-    p.add_argument("--checkpoint", default=None, help="default: OUT with .ckpt")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--sample-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
+    training.add_run_arguments(p, every=100)
     p.add_argument("--fp16", action="store_true", help="store the exported weights as fp16")
 
 

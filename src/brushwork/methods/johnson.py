@@ -217,14 +217,7 @@ def add_arguments(p, multi: bool = False) -> None:
     p.add_argument("--style-weight", type=float, default=1.5,
                    help="Gram loss weight (30 washes the content out at 96-128 px crops)")
     p.add_argument("--tv-weight", type=float, default=1e3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-bf16", dest="bf16", action="store_false")
-    p.add_argument("--checkpoint", default=None, help="default: OUT with .ckpt")
-    p.add_argument("--checkpoint-every", type=int, default=200)
-    p.add_argument("--sample-every", type=int, default=200)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--threads", type=int, default=None)
+    training.add_run_arguments(p, every=200)
     p.add_argument("--fp16", action="store_true", help="store the exported weights as fp16")
 
 
