@@ -29,7 +29,6 @@ from ..protocol import (MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Prog
                         normalize_style_weights, resolve_controls)
 from ..vgg import LAYER_INDEX, VGG19, has_bf16
 
-COARSE_STEP_FACTOR = 1.0  # steps at a coarse scale = COARSE_STEP_FACTOR x the next finer one
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
 CONTROLS = {c.name: c for c in (
@@ -212,9 +211,7 @@ class Gatys:
         enc = self.encoder(c["pooling"], bf16, deepest)
 
         sizes = plan_scales(full_hw, c["scales"])
-        # coarse scales: COARSE_STEP_FACTOR times the steps of the next finer scale
-        steps = [round(c["steps"] * COARSE_STEP_FACTOR ** (len(sizes) - 1 - i))
-                 for i in range(len(sizes))]
+        steps = [c["steps"]] * len(sizes)  # the same number of steps at every scale
         cost = [s * h * w for s, (h, w) in zip(steps, sizes)]
         total_steps = sum(steps)
 
