@@ -178,3 +178,71 @@ def test_classifier_learns_tiny_synthetic_classes(data, tmp_path):
     clf = classifier.ArtistClassifier.load(out)
     stripes = training.load_folder(data / "artists/alpha", 48)[0][None].float() / 255
     assert clf.predict(stripes) == ["alpha"]
+
+
+def test_asma_artist_statistics_are_per_artist_averages(data):
+    from brushwork.vgg import VGG19
+    from brushwork.losses import mean_std
+    paintings = asma.Paintings(data / "artists", 48, 2)
+    vgg = VGG19(last_layer="relu4_1", autocast=False)
+    t = asma.artist_statistics(vgg, paintings, torch.device("cpu"))
+    beta = [img for img, lab in zip(paintings.images, paintings.labels) if lab == 1]
+    for name in asma.STYLE_LAYERS:
+        stats = [mean_std(vgg(img[None].float() / 255, [name])[name]) for img in beta]
+        want_mean = torch.stack([m[0] for m, _ in stats]).mean(0)
+        want_std = torch.stack([s[0] for _, s in stats]).mean(0)
+        assert torch.allclose(t[f"mean:{name}"][1], want_mean, rtol=1e-4, atol=1e-3)
+        assert torch.allclose(t[f"std:{name}"][1], want_std, rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(t["mean:relu1_1"][0], t["mean:relu1_1"][1])
+    # the style term is zero when the output has exactly an artist's statistics target
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    fake = {k: v.clone() for k, v in t.items()}
+    feats = vgg((x + 1) / 2, list(asma.STYLE_LAYERS))
+    for name in asma.STYLE_LAYERS:
+        m, s = mean_std(feats[name])
+        fake[f"mean:{name}"][:2], fake[f"std:{name}"][:2] = m, s
+    ids = torch.tensor([0, 1])
+    assert float(asma.style_term(vgg, x, None, ids, fake)) < 1e-6
+    assert float(asma.style_term(vgg, x, None, ids.flip(0), fake)) > 1e-3
+
+
+def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
+    out = tmp_path / "asma_cpu.safetensors"
+    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
+            "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
+            "--batch", 2, "--min-images", 2, "--steps", 2, "--warmup", 1,
+            "--style-load-size", 48, "--no-bf16"]
+    args = _parse(asma.add_arguments, argv)
+    assert asma.resolve_arguments(args)["style_target"] == "artist"
+    assert asma.resolve_arguments(args)["d_steps"] == 1
+    r = asma.run(args)
+    assert r["steps"] == 3 and np.isfinite(r["losses"]["style"])
+    # the cpu preset's generator: conditional decoder norms and bilinear ASM upsampling
+    m = asma.Asma(weights=out)
+    assert m.net.cond_decoder and m.net.asm_up == "bilinear"
+    x = torch.rand(1, 3, 32, 32)
+    assert not torch.allclose(m.stylize(x, controls={"artist": "alpha"}),
+                              m.stylize(x, controls={"artist": "beta"}))
+    # exporting the checkpoint gives the same generator as the run's own weight file
+    again = tmp_path / "exported.safetensors"
+    asma.export(out.with_suffix(".ckpt"), again, fp16=False)
+    a, b = training.load_weights(out), training.load_weights(again)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert asma.Asma(weights=again).artists == ["alpha", "beta"]
+
+
+def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):
+    out = tmp_path / "asma_cpu.safetensors"
+    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
+            "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
+            "--batch", 2, "--min-images", 2, "--steps", 1, "--warmup", 0,
+            "--style-load-size", 48, "--no-bf16", "--checkpoint-every", 1]
+    asma.run(_parse(asma.add_arguments, argv))
+    def fail(*a, **k):
+        raise AssertionError("artist statistics recomputed on resume")
+    monkeypatch.setattr(asma, "artist_statistics", fail)
+    args = _parse(asma.add_arguments, argv)
+    args.steps, args.resume = 2, True
+    events = []
+    asma.run(args, events.append)
+    assert [e.step for e in events if e.kind == "train"] == [2]

@@ -404,16 +404,16 @@ class AnisotropicStrokeModule(nn.Module):
 
     ``s`` (B, C_s, h, w) is the trunk output at 1/16, ``f`` (B, C_f, 8h, 8w) the encoder's 1/2
     features, ``label`` (B, N) the artist code (+1 target / -1 elsewhere, or a soft mix).
-    x_t = conv3x3(up8([s; a])); q = [maxpool; avgpool]([x_t; f]); r, z = sigmoid(W q);
+    x_t = conv3x3(up8([s; a])) (nearest as in the paper, or ``mode="bilinear"``); q = [maxpool; avgpool]([x_t; f]); r, z = sigmoid(W q);
     h^ = tanh(IN(conv1x1([r * x_t; f]))); out = z * h^ + (1 - z) * x_t.
     ``stroke`` (optional, scalar or (B, 1, H, W) map of exponents > 0) reshapes the update gate
     as z ** stroke: > 1 lowers z (more of the coarse stream: larger strokes), < 1 raises
     it (more fine detail: smaller strokes), 1 is the learned gate. Returns (out, r, z).
     """
 
-    def __init__(self, c_s: int, c_f: int, n_styles: int, up: int = 8):
+    def __init__(self, c_s: int, c_f: int, n_styles: int, up: int = 8, mode: str = "nearest"):
         super().__init__()
-        self.up = up
+        self.up, self.mode = up, mode
         self.conv_x = nn.Conv2d(c_s + n_styles, c_f, 3, padding=1, bias=False)
         self.w_r = nn.Linear(4 * c_f, c_f)
         self.w_z = nn.Linear(4 * c_f, c_f)
@@ -422,8 +422,11 @@ class AnisotropicStrokeModule(nn.Module):
     def forward(self, s, f, label, stroke=None):
         b, _, h, w = s.shape
         a = label.to(s.dtype)[:, :, None, None].expand(b, label.shape[1], h, w)
-        x_t = self.conv_x(F.interpolate(torch.cat([s, a], 1), scale_factor=self.up,
-                                        mode="nearest"))
+        sa = torch.cat([s, a], 1)
+        x_t = self.conv_x(F.interpolate(sa, scale_factor=self.up, mode="nearest")
+                          if self.mode == "nearest" else
+                          F.interpolate(sa, scale_factor=self.up, mode="bilinear",
+                                        align_corners=False))
         x_t = x_t[..., :f.shape[-2], :f.shape[-1]]
         both = torch.cat([x_t, f], 1)
         q = torch.cat([both.amax((2, 3)), both.mean((2, 3))], 1)

@@ -31,6 +31,7 @@ Our additions (the paper has neither):
 """
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
@@ -41,7 +42,8 @@ import torch.nn.functional as F
 
 from .. import training
 from ._feedforward import has_bf16
-from ..blocks import (AnisotropicStrokeModule, ConditionalResBlock, ProjectionDiscriminator,
+from ..blocks import (AnisotropicStrokeModule, ConditionalInstanceNorm2d, ConditionalResBlock,
+                      ProjectionDiscriminator,
                       hinge_d_loss, hinge_g_loss, one_hot_styles)
 from ..classifier import artist_folders
 from ..errors import BrushworkError, ControlError
@@ -57,9 +59,15 @@ TRAIN_HINT = "brushwork train asma --styles DIR --content DIR --out F.safetensor
 
 PRESETS = {
     # name: generator chn, plain ResBlocks, discriminator chn, crop, batch, extras
-    "paper": dict(chn=32, n_plain=7, d_chn=32, size=256, batch=8, warmup=0, style_weight=0.0),
-    "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-4),
-    "tiny": dict(chn=4, n_plain=1, d_chn=4, size=32, batch=2, warmup=0, style_weight=0.0),
+    "paper": dict(chn=32, n_plain=7, d_chn=32, size=256, batch=8, warmup=0, style_weight=0.0,
+                  style_target="painting", d_steps=3, cond_decoder=False, table_lr_mult=1.0,
+                  asm_up="nearest"),
+    "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-4,
+                style_target="artist", d_steps=1, cond_decoder=True, table_lr_mult=10.0,
+                asm_up="bilinear"),
+    "tiny": dict(chn=4, n_plain=1, d_chn=4, size=32, batch=2, warmup=0, style_weight=0.0,
+                 style_target="painting", d_steps=3, cond_decoder=False, table_lr_mult=1.0,
+                 asm_up="nearest"),
 }
 
 ARTIST = Control("artist", "str", "0",
@@ -79,8 +87,21 @@ def _conv_in_lrelu(c_in, c_out, stride=1):
                          nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.01))
 
 
-def _up_conv(c_in, c_out):
-    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), _conv_in_lrelu(c_in, c_out))
+class _Up(nn.Module):
+    """Nearest x2, conv3x3, instance norm, LeakyReLU. With ``n_styles`` the norm is conditional
+    (CIN on the artist, identity start): ours, so the decoder can set each artist's channel
+    statistics, which a plain IN would normalise away after the conditional trunk."""
+
+    def __init__(self, c_in, c_out, n_styles: int = 0):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
+        self.norm = ConditionalInstanceNorm2d(c_out, n_styles) if n_styles else \
+            nn.InstanceNorm2d(c_out, affine=True)
+
+    def forward(self, x, style):
+        x = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+        x = self.norm(x, style) if isinstance(self.norm, ConditionalInstanceNorm2d) else self.norm(x)
+        return F.leaky_relu(x, 0.01)
 
 
 class _PlainRes(nn.Module):
@@ -98,23 +119,32 @@ class Generator(nn.Module):
     """``forward(x, style, stroke=None)``: x (B, 3, H, W) in [-1, 1] with H, W multiples of 16,
     style (B, N) one-hot or mixing rows; returns (B, 3, H, W) in [-1, 1]."""
 
-    def __init__(self, n_styles: int, chn: int = 32, n_plain: int = 7):
+    def __init__(self, n_styles: int, chn: int = 32, n_plain: int = 7, cond_decoder: bool = False,
+                 asm_up: str = "nearest"):
         super().__init__()
         self.n_styles, self.chn, self.n_plain = n_styles, chn, n_plain
+        self.cond_decoder, self.asm_up = cond_decoder, asm_up
+        k = n_styles if cond_decoder else 0
         self.encoder1 = nn.Sequential(_conv_in_lrelu(3, chn), _conv_in_lrelu(chn, 2 * chn, 2))
         self.encoder2 = nn.Sequential(_conv_in_lrelu(2 * chn, 4 * chn, 2),
                                       _conv_in_lrelu(4 * chn, 8 * chn, 2),
                                       _conv_in_lrelu(8 * chn, 8 * chn, 2))
         self.trunk = nn.Sequential(*[_PlainRes(8 * chn) for _ in range(n_plain)])
         self.cond = ConditionalResBlock(8 * chn, n_styles)
-        self.asm = AnisotropicStrokeModule(8 * chn, 2 * chn, n_styles, up=8)
-        self.decoder1 = nn.Sequential(_up_conv(8 * chn, 8 * chn), _up_conv(8 * chn, 4 * chn),
-                                      _up_conv(4 * chn, 2 * chn))
-        self.decoder2 = nn.Sequential(_up_conv(4 * chn, chn), nn.Conv2d(chn, 3, 3, 1, 1),
-                                      nn.Tanh())
+        self.asm = AnisotropicStrokeModule(8 * chn, 2 * chn, n_styles, up=8, mode=asm_up)
+        self.decoder1 = nn.ModuleList([_Up(8 * chn, 8 * chn, k), _Up(8 * chn, 4 * chn, k),
+                                       _Up(4 * chn, 2 * chn, k)])
+        self.decoder2 = _Up(4 * chn, chn, k)
+        self.to_rgb = nn.Conv2d(chn, 3, 3, 1, 1)
 
     def config(self) -> dict:
-        return {"n_styles": self.n_styles, "chn": self.chn, "n_plain": self.n_plain}
+        return {"n_styles": self.n_styles, "chn": self.chn, "n_plain": self.n_plain,
+                "cond_decoder": self.cond_decoder, "asm_up": self.asm_up}
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Generator":
+        return cls(int(cfg["n_styles"]), int(cfg["chn"]), int(cfg["n_plain"]),
+                   bool(cfg.get("cond_decoder", False)), str(cfg.get("asm_up", "nearest")))
 
     def encode(self, x):
         """The generator's own encoder E (used by the style-aware content loss)."""
@@ -129,7 +159,10 @@ class Generator(nn.Module):
         s = self.cond(self.trunk(z), style)
         label = 2 * style - 1  # +1 at the target artist, -1 elsewhere (soft for blends)
         h, r, gate = self.asm(s, f, label, stroke)
-        out = self.decoder2(torch.cat([self.decoder1(s), h], 1))
+        d = s
+        for up in self.decoder1:
+            d = up(d, style)
+        out = torch.tanh(self.to_rgb(self.decoder2(torch.cat([d, h], 1), style)))
         return (out, r, gate) if return_gates else out
 
 
@@ -143,7 +176,8 @@ def build(preset: str, n_styles: int, **overrides) -> tuple[Generator, Projectio
     if preset not in PRESETS:
         raise BrushworkError(f"unknown asma preset {preset!r} (choose {', '.join(PRESETS)})")
     cfg = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return (Generator(n_styles, cfg["chn"], cfg["n_plain"]),
+    return (Generator(n_styles, cfg["chn"], cfg["n_plain"], bool(cfg["cond_decoder"]),
+                      cfg["asm_up"]),
             ProjectionDiscriminator(n_styles, cfg["d_chn"]))
 
 
@@ -172,7 +206,7 @@ class Asma:
         try:
             cfg = json.loads(meta["config"])
             self.artists = json.loads(meta["artists"])
-            self.net = Generator(int(cfg["n_styles"]), int(cfg["chn"]), int(cfg["n_plain"]))
+            self.net = Generator.from_config(cfg)
         except (KeyError, ValueError):
             raise BrushworkError(f"{path}: not an asma weight file") from None
         training.load_prefixed(self.net, "generator", state, source=str(path))
@@ -232,6 +266,43 @@ class Paintings:
         return crops, torch.tensor([self.labels[i] for i in idx])
 
 
+@torch.no_grad()
+def artist_statistics(vgg: VGG19, paintings: Paintings, device) -> dict[str, torch.Tensor]:
+    """Per artist, the average over their paintings (whole images at the loaded scale) of the
+    channel means and stds at STYLE_LAYERS: {"mean:<layer>" | "std:<layer>": (N, C)}."""
+    n = len(paintings.artists)
+    sums, counts = {}, torch.zeros(n)
+    for img, label in zip(paintings.images, paintings.labels):
+        feats = vgg(img[None].float().div(255).to(device), list(STYLE_LAYERS))
+        for name in STYLE_LAYERS:
+            m, sd = mean_std(feats[name].float())
+            for key, v in ((f"mean:{name}", m), (f"std:{name}", sd)):
+                if key not in sums:
+                    sums[key] = torch.zeros(n, v.shape[1], device=device)
+                sums[key][label] += v.flatten()
+        counts[label] += 1
+    return {k: v / counts.to(device)[:, None] for k, v in sums.items()}
+
+
+def style_term(vgg: VGG19, out, real, ids, targets):
+    """Mean/std MSE at STYLE_LAYERS between G's output (in [-1, 1]) and either the artists'
+    average statistics (``targets`` from artist_statistics) or the paintings ``real``."""
+    fo = vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
+    if targets is None:
+        with torch.no_grad():
+            fr = vgg(real, list(STYLE_LAYERS))
+    st = 0.0
+    for name in STYLE_LAYERS:
+        mo, so = mean_std(fo[name])
+        if targets is None:
+            mr, sr = mean_std(fr[name])
+        else:
+            mr, sr = targets[f"mean:{name}"][ids], targets[f"std:{name}"][ids]
+        st = st + F.mse_loss(mo.flatten(1), mr.flatten(1)) + F.mse_loss(so.flatten(1),
+                                                                          sr.flatten(1))
+    return st
+
+
 def add_arguments(p) -> None:
     p.add_argument("--styles", required=True, help="folder of artist sub-folders of paintings")
     p.add_argument("--content", required=True, help="folder of content photos (recursive)")
@@ -241,6 +312,14 @@ def add_arguments(p) -> None:
     p.add_argument("--chn", type=int, default=None, help="generator width (preset)")
     p.add_argument("--n-plain", type=int, default=None, help="plain ResBlocks (preset)")
     p.add_argument("--d-chn", type=int, default=None, help="discriminator width (preset)")
+    p.add_argument("--cond-decoder", action=argparse.BooleanOptionalAction, default=None,
+                   help="ours: conditional instance norm (on the artist) in the decoder (preset)")
+    p.add_argument("--table-lr-mult", type=float, default=None,
+                   help="ours: learning-rate multiplier of the artist tables (CIN gamma/beta) "
+                        "(preset: cpu 10, paper 1)")
+    p.add_argument("--asm-up", default=None, choices=("nearest", "bilinear"),
+                   help="ASM x8 upsampling of the coarse stream: nearest (paper) or bilinear "
+                        "(ours: no 8 px staircase) (preset)")
     p.add_argument("--size", type=int, default=None, help="crop size (preset)")
     p.add_argument("--batch", type=int, default=None, help="batch (preset)")
     p.add_argument("--load-size", type=int, default=None, help="photo short side before cropping")
@@ -248,13 +327,17 @@ def add_arguments(p) -> None:
                    help="painting short side before cropping (native scale of the sets)")
     p.add_argument("--min-images", type=int, default=20, help="skip artists with fewer paintings")
     p.add_argument("--steps", type=int, default=2000, help="generator steps")
-    p.add_argument("--d-steps", type=int, default=3, help="discriminator steps per G step")
+    p.add_argument("--d-steps", type=int, default=None,
+                   help="discriminator steps per G step (preset: paper 3, cpu 1)")
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--adv-weight", type=float, default=1.0)
     p.add_argument("--feature-weight", type=float, default=50.0, help="style-aware content loss")
     p.add_argument("--transform-weight", type=float, default=50.0)
     p.add_argument("--style-weight", type=float, default=None,
                    help="ours: VGG mean/std loss to the artist's paintings (preset)")
+    p.add_argument("--style-target", default=None, choices=("artist", "painting"),
+                   help="ours: style statistics to match: the artist's average over all their "
+                        "paintings (artist) or the batch's painting of that artist (preset)")
     p.add_argument("--warmup", type=int, default=None,
                    help="ours: auto-encoder steps before the GAN (preset)")
     training.add_run_arguments(p, every=100)
@@ -266,13 +349,14 @@ def resolve_arguments(args) -> dict:
     if args.preset not in PRESETS:
         raise BrushworkError(f"unknown asma preset {args.preset!r}")
     cfg = dict(PRESETS[args.preset])
-    for k in ("chn", "n_plain", "d_chn", "size", "batch", "warmup", "style_weight"):
+    for k in ("chn", "n_plain", "d_chn", "size", "batch", "warmup", "style_weight",
+              "style_target", "d_steps", "cond_decoder", "table_lr_mult", "asm_up"):
         v = getattr(args, k, None)
         if v is not None:
             cfg[k] = v
     if cfg["size"] < 32 or cfg["size"] % 16:
         raise BrushworkError("--size must be a multiple of 16, at least 32")
-    if cfg["batch"] < 1 or args.steps < 1 or args.d_steps < 0 or not args.lr > 0:
+    if cfg["batch"] < 1 or args.steps < 1 or cfg["d_steps"] < 0 or not args.lr > 0:
         raise BrushworkError("--batch and --steps must be >= 1, --d-steps >= 0, --lr > 0")
     training.check_out_and_threads(args)
     return cfg
@@ -288,17 +372,32 @@ def run(args, callback=None) -> dict:
     photos = training.load_folder(args.content, load)
     paintings = Paintings(args.styles, max(size, args.style_load_size), args.min_images)
     n = len(paintings.artists)
-    G, D = build(args.preset, n, chn=cfg["chn"], n_plain=cfg["n_plain"], d_chn=cfg["d_chn"])
+    G, D = build(args.preset, n, chn=cfg["chn"], n_plain=cfg["n_plain"], d_chn=cfg["d_chn"],
+                 cond_decoder=cfg["cond_decoder"], asm_up=cfg["asm_up"])
     G.to(device)
     D.to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    # ours: the artist tables (CIN gamma/beta) may learn faster than the convolutions; each
+    # row only gets a gradient when its artist is in the batch
+    tables = [p for n, p in G.named_parameters() if n.endswith((".gamma", ".beta"))]
+    others = [p for n, p in G.named_parameters() if not n.endswith((".gamma", ".beta"))]
+    opt_g = torch.optim.Adam([{"params": others},
+                              {"params": tables, "lr": args.lr * cfg["table_lr_mult"]}],
+                             lr=args.lr, betas=(0.9, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.9, 0.999))
     vgg = VGG19(last_layer="relu4_1", device=device, autocast=args.bf16) \
         if cfg["style_weight"] > 0 else None
     ckpt = training.checkpoint_path(args)
     models, opts = {"generator": G, "discriminator": D}, {"g": opt_g, "d": opt_d}
-    start = training.load_checkpoint(ckpt, models=models, optimizers=opts)["step"] \
-        if args.resume else 0
+    info = training.load_checkpoint(ckpt, models=models, optimizers=opts) if args.resume else {}
+    start = info.get("step", 0)
+    targets = None
+    if vgg is not None and cfg["style_target"] == "artist":
+        saved = info.get("extra", {}).get("artist_stats")  # a resumed run reuses its targets
+        targets = {k: v.to(device) for k, v in saved.items()} if saved else \
+            artist_statistics(vgg, paintings, device)
+    extra = {"artists": list(paintings.artists)}
+    if targets is not None:
+        extra["artist_stats"] = {k: v.cpu() for k, v in targets.items()}
     warmup, total = cfg["warmup"], cfg["warmup"] + args.steps
     clock, log = Clock(), {}
     G.train()
@@ -316,7 +415,7 @@ def run(args, callback=None) -> dict:
             opt_g.step()
         else:
             log = {}
-            for k in range(args.d_steps):
+            for k in range(cfg["d_steps"]):
                 gd = training.step_generator(args.seed, step, stream=k + 1)
                 xd = training.sample_batch(photos, size, batch, gd).to(device) * 2 - 1
                 real, ids = paintings.sample(size, batch, gd)
@@ -341,14 +440,8 @@ def run(args, callback=None) -> dict:
                      "feature": (args.feature_weight, F.l1_loss(e_out.float(), e_x.float())),
                      "transform": (args.transform_weight, transform_loss(x, out.float()))}
             if vgg is not None:  # ours: dense VGG statistics signal toward the artist
-                fo = vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
-                with torch.no_grad():
-                    fr = vgg(real.to(device), list(STYLE_LAYERS))
-                st = 0.0
-                for name in STYLE_LAYERS:
-                    (mo, so), (mr, sr) = mean_std(fo[name]), mean_std(fr[name])
-                    st = st + F.mse_loss(mo, mr) + F.mse_loss(so, sr)
-                terms["style"] = (cfg["style_weight"], st)
+                terms["style"] = (cfg["style_weight"],
+                                  style_term(vgg, out, real.to(device), ids.to(device), targets))
             loss, g_log = weighted_sum(terms)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
@@ -359,7 +452,10 @@ def run(args, callback=None) -> dict:
                                             message="warmup" if step < warmup else ""))
         if done % args.checkpoint_every == 0 or done == total:
             training.save_checkpoint(ckpt, models=models, optimizers=opts, step=done,
-                                     config={**vars(args), **cfg})
+                                     config={**vars(args), **cfg},
+                                     extra=extra)
+            training.log_line(Path(ckpt).with_suffix(".log.jsonl"),
+                              {"step": done, "time": round(clock(), 1), **log})
         if args.sample_every and (done % args.sample_every == 0 or done == total):
             training.save_grid([(x[:4] + 1) / 2, (out.detach().float()[:4] + 1) / 2],
                                Path(ckpt).with_name(Path(ckpt).stem + f"_sample_{done:06d}.png"))
@@ -373,3 +469,19 @@ def run(args, callback=None) -> dict:
                                         message=f"wrote {args.out}", kind="done"))
     return {"out": str(args.out), "sha256": sha, "steps": total, "losses": log,
             "artists": paintings.artists, "seconds": clock()}
+
+
+def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
+    """Write the generator of a training checkpoint as a weight file (what ``run`` writes at
+    its end); returns its sha256. Ships a model from a run stopped before its last step."""
+    cfg = training.load_checkpoint_config(checkpoint)
+    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    artists = blob.get("extra", {}).get("artists") or \
+        list(artist_folders(cfg["styles"], int(cfg.get("min_images", 20))))
+    G = Generator.from_config({**cfg, "n_styles": len(artists)})
+    step = training.load_checkpoint(checkpoint, models={"generator": G})["step"]
+    meta = {"method": "asma", "config": json.dumps(G.config()), "artists": json.dumps(artists),
+            "steps": str(step), "crop": str(cfg.get("size")), "preset": str(cfg.get("preset")),
+            **(extra_meta or {})}
+    return training.save_weights(training.prefixed_state("generator", G.eval()), out, fp16=fp16,
+                                 metadata=meta)
