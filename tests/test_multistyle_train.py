@@ -219,7 +219,7 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
     assert r["steps"] == 3 and np.isfinite(r["losses"]["style"])
     # the cpu preset's generator: conditional decoder norms and bilinear ASM upsampling
     m = asma.Asma(weights=out)
-    assert m.net.cond_decoder and m.net.asm_up == "bilinear"
+    assert m.net.decoder_norm == "film" and m.net.asm_up == "bilinear"
     x = torch.rand(1, 3, 32, 32)
     assert not torch.allclose(m.stylize(x, controls={"artist": "alpha"}),
                               m.stylize(x, controls={"artist": "beta"}))

@@ -31,7 +31,6 @@ Our additions (the paper has neither):
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
@@ -60,13 +59,13 @@ TRAIN_HINT = "brushwork train asma --styles DIR --content DIR --out F.safetensor
 PRESETS = {
     # name: generator chn, plain ResBlocks, discriminator chn, crop, batch, extras
     "paper": dict(chn=32, n_plain=7, d_chn=32, size=256, batch=8, warmup=0, style_weight=0.0,
-                  style_target="painting", d_steps=3, cond_decoder=False, table_lr_mult=1.0,
+                  style_target="painting", d_steps=3, decoder_norm="in", table_lr_mult=1.0,
                   asm_up="nearest"),
     "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-4,
-                style_target="artist", d_steps=1, cond_decoder=True, table_lr_mult=10.0,
+                style_target="artist", d_steps=1, decoder_norm="film", table_lr_mult=10.0,
                 asm_up="bilinear"),
     "tiny": dict(chn=4, n_plain=1, d_chn=4, size=32, batch=2, warmup=0, style_weight=0.0,
-                 style_target="painting", d_steps=3, cond_decoder=False, table_lr_mult=1.0,
+                 style_target="painting", d_steps=3, decoder_norm="in", table_lr_mult=1.0,
                  asm_up="nearest"),
 }
 
@@ -87,20 +86,39 @@ def _conv_in_lrelu(c_in, c_out, stride=1):
                          nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.01))
 
 
-class _Up(nn.Module):
-    """Nearest x2, conv3x3, instance norm, LeakyReLU. With ``n_styles`` the norm is conditional
-    (CIN on the artist, identity start): ours, so the decoder can set each artist's channel
-    statistics, which a plain IN would normalise away after the conditional trunk."""
+class ConditionalAffine(nn.Module):
+    """x * gamma[y] + beta[y] per channel, no normalisation (``style`` rows as in CIN)."""
 
-    def __init__(self, c_in, c_out, n_styles: int = 0):
+    def __init__(self, channels: int, n_styles: int):
         super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=False)
-        self.norm = ConditionalInstanceNorm2d(c_out, n_styles) if n_styles else \
-            nn.InstanceNorm2d(c_out, affine=True)
+        self.gamma = nn.Parameter(torch.ones(n_styles, channels))
+        self.beta = nn.Parameter(torch.zeros(n_styles, channels))
+
+    def forward(self, x, style):
+        style = style.to(self.gamma.dtype)
+        g, b = (style @ self.gamma)[:, :, None, None], (style @ self.beta)[:, :, None, None]
+        return x * g.to(x.dtype) + b.to(x.dtype)
+
+
+DECODER_NORMS = ("in", "cin", "film")
+
+
+class _Up(nn.Module):
+    """Nearest x2, conv3x3, norm, LeakyReLU. ``norm``: "in" = instance norm (the paper);
+    ours: "cin" = conditional instance norm on the artist (the decoder can set each artist's
+    channel statistics, which a plain IN normalises away after the conditional trunk);
+    "film" = the conditional scale/shift without normalisation (no IN "droplet" blobs)."""
+
+    def __init__(self, c_in, c_out, n_styles: int, norm: str = "in"):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, 1, 1, bias=norm == "film")
+        self.norm = {"in": lambda: nn.InstanceNorm2d(c_out, affine=True),
+                     "cin": lambda: ConditionalInstanceNorm2d(c_out, n_styles),
+                     "film": lambda: ConditionalAffine(c_out, n_styles)}[norm]()
 
     def forward(self, x, style):
         x = self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
-        x = self.norm(x, style) if isinstance(self.norm, ConditionalInstanceNorm2d) else self.norm(x)
+        x = self.norm(x) if isinstance(self.norm, nn.InstanceNorm2d) else self.norm(x, style)
         return F.leaky_relu(x, 0.01)
 
 
@@ -119,12 +137,14 @@ class Generator(nn.Module):
     """``forward(x, style, stroke=None)``: x (B, 3, H, W) in [-1, 1] with H, W multiples of 16,
     style (B, N) one-hot or mixing rows; returns (B, 3, H, W) in [-1, 1]."""
 
-    def __init__(self, n_styles: int, chn: int = 32, n_plain: int = 7, cond_decoder: bool = False,
+    def __init__(self, n_styles: int, chn: int = 32, n_plain: int = 7, decoder_norm: str = "in",
                  asm_up: str = "nearest"):
         super().__init__()
         self.n_styles, self.chn, self.n_plain = n_styles, chn, n_plain
-        self.cond_decoder, self.asm_up = cond_decoder, asm_up
-        k = n_styles if cond_decoder else 0
+        if decoder_norm not in DECODER_NORMS:
+            raise BrushworkError(f"unknown asma decoder norm {decoder_norm!r}")
+        self.decoder_norm, self.asm_up = decoder_norm, asm_up
+        k, dn = n_styles, decoder_norm
         self.encoder1 = nn.Sequential(_conv_in_lrelu(3, chn), _conv_in_lrelu(chn, 2 * chn, 2))
         self.encoder2 = nn.Sequential(_conv_in_lrelu(2 * chn, 4 * chn, 2),
                                       _conv_in_lrelu(4 * chn, 8 * chn, 2),
@@ -132,19 +152,20 @@ class Generator(nn.Module):
         self.trunk = nn.Sequential(*[_PlainRes(8 * chn) for _ in range(n_plain)])
         self.cond = ConditionalResBlock(8 * chn, n_styles)
         self.asm = AnisotropicStrokeModule(8 * chn, 2 * chn, n_styles, up=8, mode=asm_up)
-        self.decoder1 = nn.ModuleList([_Up(8 * chn, 8 * chn, k), _Up(8 * chn, 4 * chn, k),
-                                       _Up(4 * chn, 2 * chn, k)])
-        self.decoder2 = _Up(4 * chn, chn, k)
+        self.decoder1 = nn.ModuleList([_Up(8 * chn, 8 * chn, k, dn), _Up(8 * chn, 4 * chn, k, dn),
+                                       _Up(4 * chn, 2 * chn, k, dn)])
+        self.decoder2 = _Up(4 * chn, chn, k, dn)
         self.to_rgb = nn.Conv2d(chn, 3, 3, 1, 1)
 
     def config(self) -> dict:
         return {"n_styles": self.n_styles, "chn": self.chn, "n_plain": self.n_plain,
-                "cond_decoder": self.cond_decoder, "asm_up": self.asm_up}
+                "decoder_norm": self.decoder_norm, "asm_up": self.asm_up}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Generator":
         return cls(int(cfg["n_styles"]), int(cfg["chn"]), int(cfg["n_plain"]),
-                   bool(cfg.get("cond_decoder", False)), str(cfg.get("asm_up", "nearest")))
+                   str(cfg.get("decoder_norm") or ("cin" if cfg.get("cond_decoder") else "in")),
+                   str(cfg.get("asm_up", "nearest")))
 
     def encode(self, x):
         """The generator's own encoder E (used by the style-aware content loss)."""
@@ -176,7 +197,7 @@ def build(preset: str, n_styles: int, **overrides) -> tuple[Generator, Projectio
     if preset not in PRESETS:
         raise BrushworkError(f"unknown asma preset {preset!r} (choose {', '.join(PRESETS)})")
     cfg = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    return (Generator(n_styles, cfg["chn"], cfg["n_plain"], bool(cfg["cond_decoder"]),
+    return (Generator(n_styles, cfg["chn"], cfg["n_plain"], cfg["decoder_norm"],
                       cfg["asm_up"]),
             ProjectionDiscriminator(n_styles, cfg["d_chn"]))
 
@@ -312,8 +333,9 @@ def add_arguments(p) -> None:
     p.add_argument("--chn", type=int, default=None, help="generator width (preset)")
     p.add_argument("--n-plain", type=int, default=None, help="plain ResBlocks (preset)")
     p.add_argument("--d-chn", type=int, default=None, help="discriminator width (preset)")
-    p.add_argument("--cond-decoder", action=argparse.BooleanOptionalAction, default=None,
-                   help="ours: conditional instance norm (on the artist) in the decoder (preset)")
+    p.add_argument("--decoder-norm", default=None, choices=DECODER_NORMS,
+                   help="decoder norm: in (paper), cin or film (ours: conditional on the artist; "
+                        "film without normalisation) (preset: cpu film)")
     p.add_argument("--table-lr-mult", type=float, default=None,
                    help="ours: learning-rate multiplier of the artist tables (CIN gamma/beta) "
                         "(preset: cpu 10, paper 1)")
@@ -350,7 +372,7 @@ def resolve_arguments(args) -> dict:
         raise BrushworkError(f"unknown asma preset {args.preset!r}")
     cfg = dict(PRESETS[args.preset])
     for k in ("chn", "n_plain", "d_chn", "size", "batch", "warmup", "style_weight",
-              "style_target", "d_steps", "cond_decoder", "table_lr_mult", "asm_up"):
+              "style_target", "d_steps", "decoder_norm", "table_lr_mult", "asm_up"):
         v = getattr(args, k, None)
         if v is not None:
             cfg[k] = v
@@ -373,7 +395,7 @@ def run(args, callback=None) -> dict:
     paintings = Paintings(args.styles, max(size, args.style_load_size), args.min_images)
     n = len(paintings.artists)
     G, D = build(args.preset, n, chn=cfg["chn"], n_plain=cfg["n_plain"], d_chn=cfg["d_chn"],
-                 cond_decoder=cfg["cond_decoder"], asm_up=cfg["asm_up"])
+                 decoder_norm=cfg["decoder_norm"], asm_up=cfg["asm_up"])
     G.to(device)
     D.to(device)
     # ours: the artist tables (CIN gamma/beta) may learn faster than the convolutions; each
