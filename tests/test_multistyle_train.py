@@ -246,3 +246,15 @@ def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):
     events = []
     asma.run(args, events.append)
     assert [e.step for e in events if e.kind == "train"] == [2]
+
+
+def test_shipped_johnson_files_by_bare_name():
+    from brushwork.methods import johnson as j
+    x = torch.rand(1, 3, 48, 64)
+    default = j.Johnson(bf16=False).stylize(x, [])
+    solo = j.Johnson(weights="johnson_starry_night_solo.safetensors", bf16=False).stylize(x, [])
+    assert solo.shape == default.shape == (1, 3, 48, 64)
+    assert 0 <= solo.min() and solo.max() <= 1
+    assert (solo - default).abs().mean() > 1e-3   # a different network (the standalone run)
+    with pytest.raises(BrushworkError, match="not found"):
+        j.Johnson(weights="no_such_file.safetensors")

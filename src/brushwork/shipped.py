@@ -37,11 +37,14 @@ def shipped_path(filename: str) -> Path | None:
 
 
 def resolve_weights(weights, default_file: str, train_hint: str) -> Path:
-    """``weights=PATH`` if given, else the shipped file; a clear error naming the trainer if none."""
+    """``weights=PATH`` if given (a path, or the bare name of another shipped file), else the
+    shipped default file; a clear error naming the trainer if none."""
     if weights is not None:
         path = Path(weights)
+        if not path.is_file() and path.name == str(weights):
+            path = shipped_path(path.name) or path
         if not path.is_file():
-            raise BrushworkError(f"{path}: weight file not found")
+            raise BrushworkError(f"{weights}: weight file not found")
         return path
     path = shipped_path(default_file)
     if path is None:
