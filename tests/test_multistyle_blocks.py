@@ -93,3 +93,16 @@ def test_hinge_losses_on_known_values():
     # G: -mean(fake) per scale: 1.0 + (-1.0)
     assert torch.isclose(hinge_g_loss(fake), torch.tensor(0.0))
     assert torch.isclose(hinge_g_loss([torch.tensor([0.5, 1.5])]), torch.tensor(-1.0))
+
+
+def test_conditional_affine_selects_and_mixes_rows():
+    from brushwork.blocks import ConditionalAffine
+    m = ConditionalAffine(3, 2)
+    x = torch.randn(2, 3, 4, 5)
+    assert torch.equal(m(x, torch.eye(2)), x)            # identity start
+    with torch.no_grad():
+        m.gamma[1] = 2.0
+        m.beta[1] = 1.0
+    y = m(x, torch.tensor([[0.0, 1.0], [0.5, 0.5]]))
+    assert torch.allclose(y[0], 2 * x[0] + 1)            # one-hot row: that style
+    assert torch.allclose(y[1], 1.5 * x[1] + 0.5)        # mixed row: mixed parameters

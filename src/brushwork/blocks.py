@@ -377,6 +377,21 @@ class ConditionalInstanceNorm2d(nn.Module):
         return F.instance_norm(x) * g.to(x.dtype) + b.to(x.dtype)
 
 
+class ConditionalAffine(nn.Module):
+    """Per-style scale and shift without normalisation: x * gamma[y] + beta[y] (``style`` rows
+    as in :class:`ConditionalInstanceNorm2d`; identity start). asma's ``film`` decoder norm."""
+
+    def __init__(self, channels: int, n_styles: int):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(n_styles, channels))
+        self.beta = nn.Parameter(torch.zeros(n_styles, channels))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        style = style.to(self.gamma.dtype)
+        g, b = (style @ self.gamma)[:, :, None, None], (style @ self.beta)[:, :, None, None]
+        return x * g.to(x.dtype) + b.to(x.dtype)
+
+
 def one_hot_styles(ids, n_styles: int) -> torch.Tensor:
     """A list/tensor of style indices -> (B, N) one-hot float rows."""
     ids = torch.as_tensor(ids, dtype=torch.long).reshape(-1)

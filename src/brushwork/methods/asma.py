@@ -10,7 +10,7 @@ with projection heads at 1/4, 1/16 and 1/64. Losses: hinge GAN (photos are negat
 style-aware content loss L1(E(G(x)), E(x)) on the generator's own encoder, transform loss
 MSE(T(x), T(G(x))) with T = AvgPool2d(10, 1, 4); 3 D steps per G step; Adam 2e-4 (0.9, 0.999).
 
-Our additions (the paper has neither):
+Our additions (not in the paper):
 
 * **Stroke control.** The ASM's update gate z decides, per channel, how much of the fused fine
   stream (h^, built from the 1/2-resolution encoder features) replaces the coarse stylised
@@ -20,11 +20,15 @@ Our additions (the paper has neither):
   the coarse stream (larger strokes), 0.5 toward fine detail (smaller strokes). With
   ``stroke_mask`` (white = apply ``stroke``, black = as trained, grey = in between, in the
   exponent) the exponent becomes a per-pixel map, so stroke size varies by region.
-* **Training within CPU means** (preset ``cpu``, flags): ``--warmup N`` first trains the
-  generator as an auto-encoder (L1 reconstruction) for N steps, so the GAN starts from an
-  image-preserving generator instead of noise; ``--style-weight W`` adds a VGG mean/std style
-  loss between G(x, y) and the batch's paintings of artist y (relu1_1..relu4_1), a dense signal
-  that shapes colours and textures long before the discriminator becomes informative.
+* **Training within CPU means** (preset ``cpu``; each also a flag): ``--warmup N`` first trains
+  the generator as an auto-encoder (L1 reconstruction) for N steps; ``--style-weight W`` adds a
+  VGG mean/std loss (relu1_1..relu4_1) between G(x, y) and artist y's *average* statistics
+  (``--style-target artist``) or the batch's painting of y (``painting``), a dense signal long
+  before the discriminator is informative; ``--decoder-norm film`` conditions the decoder on the
+  artist with a per-artist scale/shift and no normalisation (the paper's IN erases the artist
+  statistics the trunk sets; conditional IN shows IN "droplet" blobs); ``--table-lr-mult``
+  speeds up the artist tables; ``--asm-up bilinear`` removes the 8 px staircase of the nearest
+  x8 upsampling; ``--d-steps 1``. docs/multistyle.md gives the runs that motivated each.
 
     brushwork train asma --styles DIR_OF_ARTIST_FOLDERS --content DIR --out F.safetensors
     brushwork stylize photo.jpg -m asma --artist claude_monet --stroke 2 --stroke-mask sky.png
@@ -41,9 +45,9 @@ import torch.nn.functional as F
 
 from .. import training
 from ._feedforward import has_bf16
-from ..blocks import (AnisotropicStrokeModule, ConditionalInstanceNorm2d, ConditionalResBlock,
-                      ProjectionDiscriminator,
-                      hinge_d_loss, hinge_g_loss, one_hot_styles)
+from ..blocks import (AnisotropicStrokeModule, ConditionalAffine, ConditionalInstanceNorm2d,
+                      ConditionalResBlock, ProjectionDiscriminator, hinge_d_loss, hinge_g_loss,
+                      one_hot_styles)
 from ..classifier import artist_folders
 from ..errors import BrushworkError, ControlError
 from ..image import load_mask
@@ -84,20 +88,6 @@ STROKE_MASK = Control("stroke_mask", "images", None,
 def _conv_in_lrelu(c_in, c_out, stride=1):
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
                          nn.InstanceNorm2d(c_out, affine=True), nn.LeakyReLU(0.01))
-
-
-class ConditionalAffine(nn.Module):
-    """x * gamma[y] + beta[y] per channel, no normalisation (``style`` rows as in CIN)."""
-
-    def __init__(self, channels: int, n_styles: int):
-        super().__init__()
-        self.gamma = nn.Parameter(torch.ones(n_styles, channels))
-        self.beta = nn.Parameter(torch.zeros(n_styles, channels))
-
-    def forward(self, x, style):
-        style = style.to(self.gamma.dtype)
-        g, b = (style @ self.gamma)[:, :, None, None], (style @ self.beta)[:, :, None, None]
-        return x * g.to(x.dtype) + b.to(x.dtype)
 
 
 DECODER_NORMS = ("in", "cin", "film")
