@@ -419,7 +419,8 @@ class AnisotropicStrokeModule(nn.Module):
 
     ``s`` (B, C_s, h, w) is the trunk output at 1/16, ``f`` (B, C_f, 8h, 8w) the encoder's 1/2
     features, ``label`` (B, N) the artist code (+1 target / -1 elsewhere, or a soft mix).
-    x_t = conv3x3(up8([s; a])) (nearest as in the paper, or ``mode="bilinear"``); q = [maxpool; avgpool]([x_t; f]); r, z = sigmoid(W q);
+    x_t = conv3x3(up8([s; a])) (``mode``: nearest as in the paper, or bilinear);
+    q = [maxpool; avgpool]([x_t; f]); r, z = sigmoid(W q);
     h^ = tanh(IN(conv1x1([r * x_t; f]))); out = z * h^ + (1 - z) * x_t.
     ``stroke`` (optional, scalar or (B, 1, H, W) map of exponents > 0) reshapes the update gate
     as z ** stroke: > 1 lowers z (more of the coarse stream: larger strokes), < 1 raises
@@ -437,11 +438,8 @@ class AnisotropicStrokeModule(nn.Module):
     def forward(self, s, f, label, stroke=None):
         b, _, h, w = s.shape
         a = label.to(s.dtype)[:, :, None, None].expand(b, label.shape[1], h, w)
-        sa = torch.cat([s, a], 1)
-        x_t = self.conv_x(F.interpolate(sa, scale_factor=self.up, mode="nearest")
-                          if self.mode == "nearest" else
-                          F.interpolate(sa, scale_factor=self.up, mode="bilinear",
-                                        align_corners=False))
+        x_t = self.conv_x(F.interpolate(torch.cat([s, a], 1), scale_factor=self.up,
+                                        mode=self.mode))
         x_t = x_t[..., :f.shape[-2], :f.shape[-1]]
         both = torch.cat([x_t, f], 1)
         q = torch.cat([both.amax((2, 3)), both.mean((2, 3))], 1)

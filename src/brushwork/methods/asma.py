@@ -301,7 +301,7 @@ def style_term(vgg: VGG19, out, real, ids, targets):
     fo = vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
     if targets is None:
         with torch.no_grad():
-            fr = vgg(real, list(STYLE_LAYERS))
+            fr = vgg(real.to(out.device), list(STYLE_LAYERS))
     st = 0.0
     for name in STYLE_LAYERS:
         mo, so = mean_std(fo[name])
@@ -309,8 +309,7 @@ def style_term(vgg: VGG19, out, real, ids, targets):
             mr, sr = mean_std(fr[name])
         else:
             mr, sr = targets[f"mean:{name}"][ids], targets[f"std:{name}"][ids]
-        st = st + F.mse_loss(mo.flatten(1), mr.flatten(1)) + F.mse_loss(so.flatten(1),
-                                                                          sr.flatten(1))
+        st = st + F.mse_loss(mo, mr) + F.mse_loss(so, sr)
     return st
 
 
@@ -453,7 +452,7 @@ def run(args, callback=None) -> dict:
                      "transform": (args.transform_weight, transform_loss(x, out.float()))}
             if vgg is not None:  # ours: dense VGG statistics signal toward the artist
                 terms["style"] = (cfg["style_weight"],
-                                  style_term(vgg, out, real.to(device), ids.to(device), targets))
+                                  style_term(vgg, out, real, ids.to(device), targets))
             loss, g_log = weighted_sum(terms)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
@@ -486,9 +485,9 @@ def run(args, callback=None) -> dict:
 def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
     """Write the generator of a training checkpoint as a weight file (what ``run`` writes at
     its end); returns its sha256. Ships a model from a run stopped before its last step."""
-    cfg = training.load_checkpoint_config(checkpoint)
-    blob = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    artists = blob.get("extra", {}).get("artists") or \
+    probe = training.load_checkpoint(checkpoint, models={})  # its config and artist names
+    cfg = probe["config"]
+    artists = probe["extra"].get("artists") or \
         list(artist_folders(cfg["styles"], int(cfg.get("min_images", 20))))
     G = Generator.from_config({**cfg, "n_styles": len(artists)})
     step = training.load_checkpoint(checkpoint, models={"generator": G})["step"]
