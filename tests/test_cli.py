@@ -153,3 +153,19 @@ def test_output_parent_is_a_file(files, capsys):
 def test_no_style(files, capsys):
     code = main(["stylize", files["c"], "-o", str(files["dir"] / "o.png")] + FAST)
     assert code == 2 and "style" in capsys.readouterr().err
+
+
+def test_progress_lines_when_not_a_terminal(capsys):
+    """Off a terminal the bar becomes plain lines: at most one per interval, always the last."""
+    from brushwork.cli import ProgressBar
+    from brushwork.protocol import Progress
+    bar = ProgressBar(enabled=True, unit="step", tty=False, every=3600)
+    for i in range(1, 11):
+        bar(Progress("adain", "train", step=i, total=10, losses={"total": 1.0 / i},
+                     elapsed=float(i)))
+    bar.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["adain 10/10 steps (100 %) elapsed 0m10s eta 0m00s total=0.1"]
+    quiet = ProgressBar(enabled=False, tty=False, every=0)
+    quiet(Progress("adain", "train", step=1, total=1))
+    assert capsys.readouterr().err == ""

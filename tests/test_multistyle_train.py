@@ -140,6 +140,7 @@ def test_asma_trains_resumes_and_infers(data, tmp_path):
     assert [e.message for e in events if e.kind == "train"][0] == "warmup"
     last = [e for e in events if e.kind == "train"][-1].losses
     assert {"adv", "feature", "transform", "style", "d_hinge"} <= set(last)
+    assert "content" not in last   # off unless asked for
     args = _parse(asma.add_arguments, argv)
     args.steps, args.resume = 3, True
     events = []
@@ -211,12 +212,13 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
     argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
             "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
             "--batch", 2, "--min-images", 2, "--steps", 2, "--warmup", 1,
-            "--style-load-size", 48, "--no-bf16"]
+            "--style-load-size", 48, "--no-bf16", "--content-weight", 1e-3]
     args = _parse(asma.add_arguments, argv)
     assert asma.resolve_arguments(args)["style_target"] == "artist"
     assert asma.resolve_arguments(args)["d_steps"] == 1
     r = asma.run(args)
     assert r["steps"] == 3 and np.isfinite(r["losses"]["style"])
+    assert np.isfinite(r["losses"]["content"]) and r["losses"]["content"] > 0
     # the cpu preset's generator: conditional decoder norms and bilinear ASM upsampling
     m = asma.Asma(weights=out)
     assert m.net.decoder_norm == "film" and m.net.asm_up == "bilinear"
@@ -229,6 +231,24 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
     a, b = training.load_weights(out), training.load_weights(again)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert asma.Asma(weights=again).artists == ["alpha", "beta"]
+    # the cpu preset ships the moving average of the generator, not its last step
+    ckpt = out.with_suffix(".ckpt")
+    assert set(training.checkpoint_models(ckpt)) == {"generator", "discriminator",
+                                                     "generator_ema"}
+    raw = asma.Generator.from_config({**training.load_checkpoint_config(ckpt), "n_styles": 2})
+    training.load_checkpoint(ckpt, models={"generator": raw})
+    raw_state = training.prefixed_state("generator", raw)
+    assert any(not torch.equal(raw_state[k].float(), a[k].float()) for k in a)
+
+
+def test_asma_update_ema_is_a_moving_average():
+    avg, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    torch.nn.init.zeros_(avg.weight)
+    torch.nn.init.ones_(model.weight)
+    asma.update_ema(avg, model, 0.9)
+    assert torch.allclose(avg.weight, torch.full((2, 2), 0.1))
+    asma.update_ema(avg, model, 0.0)
+    assert torch.equal(avg.weight, model.weight)
 
 
 def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):

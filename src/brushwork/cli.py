@@ -26,16 +26,24 @@ class _Parser(argparse.ArgumentParser):
 
 # ----------------------------------------------------------------------------- progress
 class ProgressBar:
-    """Draws Progress events as a tqdm bar on a terminal; silent otherwise."""
+    """Draws Progress events as a tqdm bar on a terminal; elsewhere (a log file, a pipe) writes
+    a plain line every ``every`` seconds and at the last step, so long jobs under nohup show
+    where they are."""
 
-    def __init__(self, enabled: bool, unit: str = "step"):
+    def __init__(self, enabled: bool, unit: str = "step", tty: bool = True,
+                 every: float = 30.0):
         self.enabled = enabled
         self.unit = unit
+        self.tty = tty
+        self.every = every
         self.bar = None
+        self._last = None
 
     def __call__(self, ev):
         if not self.enabled:
             return
+        if not self.tty:
+            return self._line(ev)
         from tqdm import tqdm
         if self.bar is None:
             self.bar = tqdm(total=ev.total or None, unit=self.unit, dynamic_ncols=True,
@@ -52,15 +60,40 @@ class ProgressBar:
         elif ev.kind == "scale" and ev.size:
             self.bar.set_description(f"{ev.size[1]}x{ev.size[0]}")
 
+    def _line(self, ev):
+        if ev.kind not in ("step", "train", "frame"):
+            return
+        now = time.monotonic()
+        last = ev.total and ev.step >= ev.total
+        if self._last is None:
+            self._last = now
+        if not last and now - self._last < self.every:
+            return
+        self._last = now
+        text = f"{ev.method} {ev.step}/{ev.total or '?'} {self.unit}s"
+        if ev.total:
+            text += f" ({100 * ev.step / ev.total:.0f} %)"
+        if ev.elapsed:
+            text += f" elapsed {_hms(ev.elapsed)}"
+            if ev.total and ev.step:
+                text += f" eta {_hms(ev.elapsed / ev.step * (ev.total - ev.step))}"
+        text += "".join(f" {k}={v:.4g}" for k, v in list(ev.losses.items())[:6])
+        print(text, file=sys.stderr, flush=True)
+
     def close(self):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
 
 
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s // 60 % 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
 def _with_progress(args, unit: str, fn):
     """``fn(bar)`` with a progress bar (drawn on a terminal unless --quiet), closed afterwards."""
-    bar = ProgressBar(enabled=not args.quiet and sys.stderr.isatty(), unit=unit)
+    bar = ProgressBar(enabled=not args.quiet, unit=unit, tty=sys.stderr.isatty())
     try:
         return fn(bar)
     finally:

@@ -196,6 +196,19 @@ def load_checkpoint(path, *, models: dict[str, torch.nn.Module],
             "extra": blob.get("extra", {})}
 
 
+def checkpoint_models(path) -> list[str]:
+    """The names of the models a checkpoint holds (BrushworkError if it is not one)."""
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise BrushworkError(f"{path}: not a readable brushwork checkpoint "
+                             f"({e.__class__.__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != "brushwork-checkpoint-1":
+        raise BrushworkError(f"{path}: not a brushwork checkpoint")
+    return list(blob["models"])
+
+
 def load_checkpoint_config(path) -> dict:
     """The settings (``config``) a checkpoint was saved with."""
     path = Path(path)

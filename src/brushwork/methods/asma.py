@@ -35,6 +35,7 @@ Our additions (not in the paper):
 """
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -63,14 +64,14 @@ TRAIN_HINT = "brushwork train asma --styles DIR --content DIR --out F.safetensor
 PRESETS = {
     # name: generator chn, plain ResBlocks, discriminator chn, crop, batch, extras
     "paper": dict(chn=32, n_plain=7, d_chn=32, size=256, batch=8, warmup=0, style_weight=0.0,
-                  style_target="painting", d_steps=3, decoder_norm="in", table_lr_mult=1.0,
-                  asm_up="nearest"),
-    "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-4,
-                style_target="artist", d_steps=1, decoder_norm="film", table_lr_mult=10.0,
-                asm_up="bilinear"),
+                  content_weight=0.0, ema=0.0, style_target="painting", d_steps=3,
+                  decoder_norm="in", table_lr_mult=1.0, asm_up="nearest"),
+    "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-3,
+                content_weight=1e-4, ema=0.999, style_target="artist", d_steps=1,
+                decoder_norm="film", table_lr_mult=10.0, asm_up="bilinear"),
     "tiny": dict(chn=4, n_plain=1, d_chn=4, size=32, batch=2, warmup=0, style_weight=0.0,
-                 style_target="painting", d_steps=3, decoder_norm="in", table_lr_mult=1.0,
-                 asm_up="nearest"),
+                 content_weight=0.0, ema=0.0, style_target="painting", d_steps=3,
+                 decoder_norm="in", table_lr_mult=1.0, asm_up="nearest"),
 }
 
 ARTIST = Control("artist", "str", "0",
@@ -258,6 +259,7 @@ class Asma:
 
 # ------------------------------------------------------------------------------------ training
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+CONTENT_LAYER = "relu4_1"
 
 
 class Paintings:
@@ -295,10 +297,11 @@ def artist_statistics(vgg: VGG19, paintings: Paintings, device) -> dict[str, tor
     return {k: v / counts.to(device)[:, None] for k, v in sums.items()}
 
 
-def style_term(vgg: VGG19, out, real, ids, targets):
+def style_term(vgg: VGG19, out, real, ids, targets, feats=None):
     """Mean/std MSE at STYLE_LAYERS between G's output (in [-1, 1]) and either the artists'
-    average statistics (``targets`` from artist_statistics) or the paintings ``real``."""
-    fo = vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
+    average statistics (``targets`` from artist_statistics) or the paintings ``real``.
+    ``feats``: the output's VGG features at STYLE_LAYERS when already computed."""
+    fo = feats if feats is not None else vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
     if targets is None:
         with torch.no_grad():
             fr = vgg(real.to(out.device), list(STYLE_LAYERS))
@@ -346,6 +349,12 @@ def add_arguments(p) -> None:
     p.add_argument("--transform-weight", type=float, default=50.0)
     p.add_argument("--style-weight", type=float, default=None,
                    help="ours: VGG mean/std loss to the artist's paintings (preset)")
+    p.add_argument("--content-weight", type=float, default=None,
+                   help="ours: VGG relu4_1 MSE between the photo and its stylisation (preset: 0)")
+    p.add_argument("--ema", type=float, default=None, metavar="DECAY",
+                   help="ours: keep an exponential moving average of the generator's weights "
+                        "(decay per step, 0 = off) and ship it instead of the last step's "
+                        "weights (preset: cpu 0.999, paper 0)")
     p.add_argument("--style-target", default=None, choices=("artist", "painting"),
                    help="ours: style statistics to match: the artist's average over all their "
                         "paintings (artist) or the batch's painting of that artist (preset)")
@@ -361,6 +370,7 @@ def resolve_arguments(args) -> dict:
         raise BrushworkError(f"unknown asma preset {args.preset!r}")
     cfg = dict(PRESETS[args.preset])
     for k in ("chn", "n_plain", "d_chn", "size", "batch", "warmup", "style_weight",
+              "content_weight", "ema",
               "style_target", "d_steps", "decoder_norm", "table_lr_mult", "asm_up"):
         v = getattr(args, k, None)
         if v is not None:
@@ -396,13 +406,21 @@ def run(args, callback=None) -> dict:
                              lr=args.lr, betas=(0.9, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.9, 0.999))
     vgg = VGG19(last_layer="relu4_1", device=device, autocast=args.bf16) \
-        if cfg["style_weight"] > 0 else None
+        if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 else None
     ckpt = training.checkpoint_path(args)
     models, opts = {"generator": G, "discriminator": D}, {"g": opt_g, "d": opt_d}
     info = training.load_checkpoint(ckpt, models=models, optimizers=opts) if args.resume else {}
+    # ours: the weights oscillate with the adversarial game (style accuracy moves by +-10
+    # points between checkpoints); an average over the last ~1/(1-decay) steps is steadier
+    G_ema = None
+    if cfg["ema"] > 0:
+        G_ema = copy.deepcopy(G).requires_grad_(False)
+        if args.resume and _has_model(ckpt, "generator_ema"):
+            training.load_checkpoint(ckpt, models={"generator_ema": G_ema})
+        models["generator_ema"] = G_ema
     start = info.get("step", 0)
     targets = None
-    if vgg is not None and cfg["style_target"] == "artist":
+    if cfg["style_weight"] > 0 and cfg["style_target"] == "artist":
         saved = info.get("extra", {}).get("artist_stats")  # a resumed run reuses its targets
         targets = {k: v.to(device) for k, v in saved.items()} if saved else \
             artist_statistics(vgg, paintings, device)
@@ -450,14 +468,23 @@ def run(args, callback=None) -> dict:
             terms = {"adv": (args.adv_weight, adv),
                      "feature": (args.feature_weight, F.l1_loss(e_out.float(), e_x.float())),
                      "transform": (args.transform_weight, transform_loss(x, out.float()))}
-            if vgg is not None:  # ours: dense VGG statistics signal toward the artist
+            if vgg is not None:
+                fo = vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
+            if cfg["style_weight"] > 0:  # ours: dense VGG statistics signal toward the artist
                 terms["style"] = (cfg["style_weight"],
-                                  style_term(vgg, out, real, ids.to(device), targets))
+                                  style_term(vgg, out, real, ids.to(device), targets, fo))
+            if cfg["content_weight"] > 0:  # ours: VGG content loss (G's own encoder can drift)
+                with torch.no_grad():
+                    fx = vgg((x + 1) / 2, [CONTENT_LAYER])[CONTENT_LAYER]
+                terms["content"] = (cfg["content_weight"],
+                                    F.mse_loss(fo[CONTENT_LAYER].float(), fx.float()))
             loss, g_log = weighted_sum(terms)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
             log = {**g_log, **log}
+        if G_ema is not None:  # during the warm-up it simply follows G
+            update_ema(G_ema, G, cfg["ema"] if step >= warmup else 0.0)
         done = step + 1
         emit(callback, training.train_event("asma", done, total, log, clock(),
                                             message="warmup" if step < warmup else ""))
@@ -468,18 +495,34 @@ def run(args, callback=None) -> dict:
             training.log_line(Path(ckpt).with_suffix(".log.jsonl"),
                               {"step": done, "time": round(clock(), 1), **log})
         if args.sample_every and (done % args.sample_every == 0 or done == total):
+            if G_ema is not None:
+                with torch.no_grad(), training.autocast(device, args.bf16):
+                    out = G_ema(x, y)
             training.save_grid([(x[:4] + 1) / 2, (out.detach().float()[:4] + 1) / 2],
                                Path(ckpt).with_name(Path(ckpt).stem + f"_sample_{done:06d}.png"))
-    G.eval()
+    final = (G_ema if G_ema is not None else G).eval()
     meta = {"method": "asma", "config": json.dumps(G.config()),
             "artists": json.dumps(paintings.artists), "steps": str(total), "crop": str(size),
-            "preset": args.preset}
-    sha = training.save_weights(training.prefixed_state("generator", G), args.out,
+            "preset": args.preset, "ema": str(cfg["ema"])}
+    sha = training.save_weights(training.prefixed_state("generator", final), args.out,
                                 fp16=args.fp16, metadata=meta)
     emit(callback, training.train_event("asma", total, total, log, clock(),
                                         message=f"wrote {args.out}", kind="done"))
     return {"out": str(args.out), "sha256": sha, "steps": total, "losses": log,
             "artists": paintings.artists, "seconds": clock()}
+
+
+def update_ema(avg: nn.Module, model: nn.Module, decay: float) -> None:
+    """``avg <- decay * avg + (1 - decay) * model`` for parameters; buffers are copied."""
+    with torch.no_grad():
+        for a, p in zip(avg.parameters(), model.parameters()):
+            a.lerp_(p, 1.0 - decay)
+        for a, b in zip(avg.buffers(), model.buffers()):
+            a.copy_(b)
+
+
+def _has_model(checkpoint, name: str) -> bool:
+    return name in training.checkpoint_models(checkpoint)
 
 
 def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
@@ -490,9 +533,11 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
     artists = probe["extra"].get("artists") or \
         list(artist_folders(cfg["styles"], int(cfg.get("min_images", 20))))
     G = Generator.from_config({**cfg, "n_styles": len(artists)})
-    step = training.load_checkpoint(checkpoint, models={"generator": G})["step"]
+    which = "generator_ema" if _has_model(checkpoint, "generator_ema") else "generator"
+    step = training.load_checkpoint(checkpoint, models={which: G})["step"]
     meta = {"method": "asma", "config": json.dumps(G.config()), "artists": json.dumps(artists),
             "steps": str(step), "crop": str(cfg.get("size")), "preset": str(cfg.get("preset")),
+            "ema": str(cfg.get("ema", 0.0)) if which == "generator_ema" else "0.0",
             **(extra_meta or {})}
     return training.save_weights(training.prefixed_state("generator", G.eval()), out, fp16=fp16,
                                  metadata=meta)
