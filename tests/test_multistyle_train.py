@@ -278,3 +278,39 @@ def test_shipped_johnson_files_by_bare_name():
     assert (solo - default).abs().mean() > 1e-3   # a different network (the standalone run)
     with pytest.raises(BrushworkError, match="not found"):
         j.Johnson(weights="no_such_file.safetensors")
+
+
+def test_asma_style_grid_cells_and_reflect_padding():
+    f = torch.arange(2 * 3 * 7 * 9, dtype=torch.float32).view(2, 3, 7, 9)
+    cells = asma.grid_cells(f, 2)
+    assert len(cells) == 4 and sum(c.shape[-2] * c.shape[-1] for c in cells) == 7 * 9
+    top = torch.cat([cells[0], cells[1]], -1)
+    assert torch.equal(torch.cat([top, torch.cat([cells[2], cells[3]], -1)], -2), f)
+    assert torch.equal(asma.grid_cells(f, 1)[0], f)
+    # an image whose left half is dark and right half bright: its whole-image statistics can
+    # match a target that no cell matches, which the grid loss sees
+    from brushwork.vgg import VGG19
+    from brushwork.losses import mean_std
+    vgg = VGG19(last_layer="relu4_1", autocast=False)
+    x = torch.full((1, 3, 64, 64), -0.8)
+    x[..., 32:] = 0.8
+    feats = vgg((x + 1) / 2, list(asma.STYLE_LAYERS))
+    t = {}
+    for name in asma.STYLE_LAYERS:
+        m, s = mean_std(feats[name])
+        t[f"mean:{name}"], t[f"std:{name}"] = m, s
+    ids = torch.tensor([0])
+    assert float(asma.style_term(vgg, x, None, ids, t)) < 1e-6
+    assert float(asma.style_term(vgg, x, None, ids, t, grid=2)) > 1.0
+    # reflect padding: same parameters, a different function near the borders
+    g0 = asma.Generator(2, chn=4, n_plain=1)
+    g1 = asma.Generator(2, chn=4, n_plain=1, padding="reflect")
+    g1.load_state_dict(g0.state_dict())
+    assert asma.Generator.from_config(g1.config()).padding == "reflect"
+    old_file_config = {k: v for k, v in g0.config().items() if k != "padding"}
+    assert asma.Generator.from_config(old_file_config).padding == "zeros"
+    label = torch.eye(2)[:1]
+    z = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert not torch.allclose(g0(z, label), g1(z, label))
+    with pytest.raises(BrushworkError, match="padding"):
+        asma.Generator(2, chn=4, n_plain=1, padding="circular")

@@ -64,14 +64,14 @@ TRAIN_HINT = "brushwork train asma --styles DIR --content DIR --out F.safetensor
 PRESETS = {
     # name: generator chn, plain ResBlocks, discriminator chn, crop, batch, extras
     "paper": dict(chn=32, n_plain=7, d_chn=32, size=256, batch=8, warmup=0, style_weight=0.0,
-                  content_weight=0.0, ema=0.0, style_target="painting", d_steps=3,
-                  decoder_norm="in", table_lr_mult=1.0, asm_up="nearest"),
+                  content_weight=0.0, ema=0.0, style_target="painting", style_grid=1, d_steps=3,
+                  decoder_norm="in", table_lr_mult=1.0, asm_up="nearest", padding="zeros"),
     "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-3,
-                content_weight=1e-4, ema=0.999, style_target="artist", d_steps=1,
-                decoder_norm="film", table_lr_mult=10.0, asm_up="bilinear"),
+                content_weight=1e-4, ema=0.999, style_target="artist", style_grid=2, d_steps=1,
+                decoder_norm="film", table_lr_mult=10.0, asm_up="bilinear", padding="reflect"),
     "tiny": dict(chn=4, n_plain=1, d_chn=4, size=32, batch=2, warmup=0, style_weight=0.0,
-                 content_weight=0.0, ema=0.0, style_target="painting", d_steps=3,
-                 decoder_norm="in", table_lr_mult=1.0, asm_up="nearest"),
+                 content_weight=0.0, ema=0.0, style_target="painting", style_grid=1, d_steps=3,
+                 decoder_norm="in", table_lr_mult=1.0, asm_up="nearest", padding="zeros"),
 }
 
 ARTIST = Control("artist", "str", "0",
@@ -92,6 +92,7 @@ def _conv_in_lrelu(c_in, c_out, stride=1):
 
 
 DECODER_NORMS = ("in", "cin", "film")
+PADDINGS = ("zeros", "reflect")
 
 
 class _Up(nn.Module):
@@ -129,12 +130,14 @@ class Generator(nn.Module):
     style (B, N) one-hot or mixing rows; returns (B, 3, H, W) in [-1, 1]."""
 
     def __init__(self, n_styles: int, chn: int = 32, n_plain: int = 7, decoder_norm: str = "in",
-                 asm_up: str = "nearest"):
+                 asm_up: str = "nearest", padding: str = "zeros"):
         super().__init__()
         self.n_styles, self.chn, self.n_plain = n_styles, chn, n_plain
         if decoder_norm not in DECODER_NORMS:
             raise BrushworkError(f"unknown asma decoder norm {decoder_norm!r}")
-        self.decoder_norm, self.asm_up = decoder_norm, asm_up
+        if padding not in PADDINGS:
+            raise BrushworkError(f"unknown asma padding {padding!r}")
+        self.decoder_norm, self.asm_up, self.padding = decoder_norm, asm_up, padding
         k, dn = n_styles, decoder_norm
         self.encoder1 = nn.Sequential(_conv_in_lrelu(3, chn), _conv_in_lrelu(chn, 2 * chn, 2))
         self.encoder2 = nn.Sequential(_conv_in_lrelu(2 * chn, 4 * chn, 2),
@@ -147,16 +150,21 @@ class Generator(nn.Module):
                                        _Up(4 * chn, 2 * chn, k, dn)])
         self.decoder2 = _Up(4 * chn, chn, k, dn)
         self.to_rgb = nn.Conv2d(chn, 3, 3, 1, 1)
+        if padding == "reflect":  # ours: zero borders tell the net where it is in the image
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d) and m.padding != (0, 0):
+                    m.padding_mode = "reflect"
 
     def config(self) -> dict:
         return {"n_styles": self.n_styles, "chn": self.chn, "n_plain": self.n_plain,
-                "decoder_norm": self.decoder_norm, "asm_up": self.asm_up}
+                "decoder_norm": self.decoder_norm, "asm_up": self.asm_up,
+                "padding": self.padding}
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Generator":
         return cls(int(cfg["n_styles"]), int(cfg["chn"]), int(cfg["n_plain"]),
                    str(cfg.get("decoder_norm") or ("cin" if cfg.get("cond_decoder") else "in")),
-                   str(cfg.get("asm_up", "nearest")))
+                   str(cfg.get("asm_up", "nearest")), str(cfg.get("padding", "zeros")))
 
     def encode(self, x):
         """The generator's own encoder E (used by the style-aware content loss)."""
@@ -189,7 +197,7 @@ def build(preset: str, n_styles: int, **overrides) -> tuple[Generator, Projectio
         raise BrushworkError(f"unknown asma preset {preset!r} (choose {', '.join(PRESETS)})")
     cfg = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
     return (Generator(n_styles, cfg["chn"], cfg["n_plain"], cfg["decoder_norm"],
-                      cfg["asm_up"]),
+                      cfg["asm_up"], cfg["padding"]),
             ProjectionDiscriminator(n_styles, cfg["d_chn"]))
 
 
@@ -297,22 +305,35 @@ def artist_statistics(vgg: VGG19, paintings: Paintings, device) -> dict[str, tor
     return {k: v / counts.to(device)[:, None] for k, v in sums.items()}
 
 
-def style_term(vgg: VGG19, out, real, ids, targets, feats=None):
+def grid_cells(f: torch.Tensor, grid: int) -> list[torch.Tensor]:
+    """``f`` (B, C, H, W) cut into ``grid`` x ``grid`` cells (the last row/column takes the
+    remainder); ``grid=1``: ``[f]``."""
+    h, w = f.shape[-2:]
+    ys = [round(i * h / grid) for i in range(grid + 1)]
+    xs = [round(j * w / grid) for j in range(grid + 1)]
+    return [f[..., ys[i]:ys[i + 1], xs[j]:xs[j + 1]] for i in range(grid) for j in range(grid)]
+
+
+def style_term(vgg: VGG19, out, real, ids, targets, feats=None, grid: int = 1):
     """Mean/std MSE at STYLE_LAYERS between G's output (in [-1, 1]) and either the artists'
     average statistics (``targets`` from artist_statistics) or the paintings ``real``.
-    ``feats``: the output's VGG features at STYLE_LAYERS when already computed."""
+    ``feats``: the output's VGG features at STYLE_LAYERS when already computed. ``grid`` > 1
+    (ours): the output's statistics are taken per cell of a grid x grid split and every cell
+    must match (averaged), so one high-contrast blob cannot supply the whole image's std."""
     fo = feats if feats is not None else vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
     if targets is None:
         with torch.no_grad():
             fr = vgg(real.to(out.device), list(STYLE_LAYERS))
     st = 0.0
     for name in STYLE_LAYERS:
-        mo, so = mean_std(fo[name])
         if targets is None:
             mr, sr = mean_std(fr[name])
         else:
             mr, sr = targets[f"mean:{name}"][ids], targets[f"std:{name}"][ids]
-        st = st + F.mse_loss(mo, mr) + F.mse_loss(so, sr)
+        cells = grid_cells(fo[name], grid)
+        for cell in cells:
+            mo, so = mean_std(cell)
+            st = st + (F.mse_loss(mo, mr) + F.mse_loss(so, sr)) / len(cells)
     return st
 
 
@@ -355,6 +376,12 @@ def add_arguments(p) -> None:
                    help="ours: keep an exponential moving average of the generator's weights "
                         "(decay per step, 0 = off) and ship it instead of the last step's "
                         "weights (preset: cpu 0.999, paper 0)")
+    p.add_argument("--style-grid", type=int, default=None, metavar="G",
+                   help="ours: match the style statistics in each cell of a G x G grid "
+                        "(preset: cpu 2, paper 1)")
+    p.add_argument("--padding", default=None, choices=PADDINGS,
+                   help="generator convolution padding: zeros (paper) or reflect (ours: no "
+                        "fixed-position artefacts along the borders) (preset)")
     p.add_argument("--style-target", default=None, choices=("artist", "painting"),
                    help="ours: style statistics to match: the artist's average over all their "
                         "paintings (artist) or the batch's painting of that artist (preset)")
@@ -370,7 +397,7 @@ def resolve_arguments(args) -> dict:
         raise BrushworkError(f"unknown asma preset {args.preset!r}")
     cfg = dict(PRESETS[args.preset])
     for k in ("chn", "n_plain", "d_chn", "size", "batch", "warmup", "style_weight",
-              "content_weight", "ema",
+              "content_weight", "ema", "style_grid", "padding",
               "style_target", "d_steps", "decoder_norm", "table_lr_mult", "asm_up"):
         v = getattr(args, k, None)
         if v is not None:
@@ -394,7 +421,7 @@ def run(args, callback=None) -> dict:
     paintings = Paintings(args.styles, max(size, args.style_load_size), args.min_images)
     n = len(paintings.artists)
     G, D = build(args.preset, n, chn=cfg["chn"], n_plain=cfg["n_plain"], d_chn=cfg["d_chn"],
-                 decoder_norm=cfg["decoder_norm"], asm_up=cfg["asm_up"])
+                 decoder_norm=cfg["decoder_norm"], asm_up=cfg["asm_up"], padding=cfg["padding"])
     G.to(device)
     D.to(device)
     # ours: the artist tables (CIN gamma/beta) may learn faster than the convolutions; each
@@ -472,7 +499,8 @@ def run(args, callback=None) -> dict:
                 fo = vgg((out.float() + 1) / 2, list(STYLE_LAYERS))
             if cfg["style_weight"] > 0:  # ours: dense VGG statistics signal toward the artist
                 terms["style"] = (cfg["style_weight"],
-                                  style_term(vgg, out, real, ids.to(device), targets, fo))
+                                  style_term(vgg, out, real, ids.to(device), targets, fo,
+                                             cfg["style_grid"]))
             if cfg["content_weight"] > 0:  # ours: VGG content loss (G's own encoder can drift)
                 with torch.no_grad():
                     fx = vgg((x + 1) / 2, [CONTENT_LAYER])[CONTENT_LAYER]
