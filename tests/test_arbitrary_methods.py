@@ -146,3 +146,27 @@ def test_shipped_weights_load_checked_and_stylise(name):
     assert 0 <= out.min() and out.max() <= 1
     # the output moves toward the style's colours: more blue than red, unlike the content
     assert out[:, 2].mean() - out[:, 0].mean() > 0.1 + (content[:, 2].mean() - content[:, 0].mean())
+
+
+def test_sanet_strength_default_comes_from_the_weight_file(tmp_path):
+    """The shipped file says 0.9; an explicit strength wins; a file without it means 1.0."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    from brushwork.shipped import WEIGHTS_DIR
+    shipped = SANet(bf16=False)
+    assert shipped.default_strength == 0.9
+    g = torch.Generator().manual_seed(0)
+    content, style = torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 3, 32, 32, generator=g)
+    default = shipped.stylize(content, [style])
+    assert torch.equal(default, shipped.stylize(content, [style], controls={"strength": 0.9}))
+    assert not torch.equal(default, shipped.stylize(content, [style], controls={"strength": 1.0}))
+    path = WEIGHTS_DIR / "sanet_vgg.safetensors"
+    with safe_open(str(path), "pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != "default_strength"}
+    plain = tmp_path / "plain.safetensors"
+    save_file(load_file(str(path)), str(plain), metadata=meta)
+    assert SANet(weights=plain, bf16=False).default_strength == 1.0
+    meta["default_strength"] = "1.5"
+    save_file(load_file(str(path)), str(plain), metadata=meta)
+    with pytest.raises(BrushworkError, match="default_strength"):
+        SANet(weights=plain, bf16=False)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import training
+from ..errors import BrushworkError
 from ..blocks import SATransform, decoder, mean_std, mean_variance_norm
 from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Progress, emit,
                         normalize_style_weights, resolve_controls)
@@ -31,13 +32,21 @@ TRAIN_HINT = "brushwork train sanet --content DIR --styles DIR --out FILE"
 
 class SANet:
     name = "sanet"
-    summary = "SANet (Park & Lee 2019): style attention at relu4_1 + relu5_1, local patterns"
+    summary = ("SANet (Park & Lee 2019): style attention at relu4_1 + relu5_1, local patterns "
+               "(strength default: the weight file's, 0.9 for the shipped file)")
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE)}
 
     def __init__(self, device="cpu", weights=None, bf16: bool | None = None):
         self.device, self.bf16, state, meta, path = ff.open_weights(
             "sanet", weights, DEFAULT_FILE, TRAIN_HINT, device, bf16)
         width = ff.meta_float(meta, "width", 1.0, path)
+        # a weight file may carry the strength it is meant to be used at (metadata
+        # "default_strength"): the shipped 3000-step file goes past the content at 1.0 and
+        # ships with 0.9; an explicit strength (1.0 included) always wins
+        self.default_strength = ff.meta_float(meta, "default_strength", 1.0, path)
+        if not 0.0 <= self.default_strength <= 1.0:
+            raise BrushworkError(f"{path}: default_strength {self.default_strength} "
+                                 f"is not in [0, 1]")
         self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu5_1")
         self.transform = ff.load_frozen(SATransform(512), "transform", state, path, self.device)
         self.decoder = ff.load_frozen(decoder(4, width), "decoder", state, path, self.device)
@@ -45,7 +54,8 @@ class SANet:
     @torch.inference_mode()
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
                 callback=None) -> torch.Tensor:
-        c = resolve_controls(self.name, self.controls, controls)
+        c = resolve_controls(self.name, self.controls,
+                             {"strength": self.default_strength, **(controls or {})})
         weights = normalize_style_weights(len(styles), style_weights)
         clock = Clock()
         content, styles, masks, content_rgb = ff.prepare(content, styles, c, self.device)
