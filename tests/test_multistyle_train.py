@@ -314,3 +314,16 @@ def test_asma_style_grid_cells_and_reflect_padding():
     assert not torch.allclose(g0(z, label), g1(z, label))
     with pytest.raises(BrushworkError, match="padding"):
         asma.Generator(2, chn=4, n_plain=1, padding="circular")
+
+
+def test_shipped_asma_file_paints_each_artist_differently():
+    m = asma.Asma(bf16=False)   # the shipped file, sha256 checked against MANIFEST.json
+    assert len(m.artists) == 8 and "claude_monet" in m.artists
+    assert m.net.padding == "reflect" and m.net.decoder_norm == "film"
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 48, 64, generator=g)
+    outs = [m.stylize(x, controls={"artist": a}) for a in ("claude_monet", "ukiyo_e")]
+    for y in outs:
+        assert y.shape == (1, 3, 48, 64) and 0 <= y.min() and y.max() <= 1
+    assert (outs[0] - outs[1]).abs().mean() > 1e-3
+    assert (m.stylize(x, controls={"artist": "claude_monet", "stroke": 4.0}) - outs[0]).abs().max() > 1e-3

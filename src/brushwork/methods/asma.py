@@ -244,7 +244,8 @@ class Asma:
                 callback=None) -> torch.Tensor:
         c = resolve_controls(self.name, self.controls, controls)
         clock = Clock()
-        style = mix_vector(parse_style_id(c["artist"], self.artists), len(self.artists))
+        style = mix_vector(parse_style_id(c["artist"], self.artists, "artist"),
+                           len(self.artists))
         stroke = c["stroke"]
         if c["stroke_mask"]:
             if len(c["stroke_mask"]) != 1:

@@ -39,12 +39,12 @@ STYLE_ID = Control("style_id", "str", "0",
                    "'3:0.5,7:0.5' of indices/names with weights")
 
 
-def parse_style_id(spec, names: list[str]) -> list[tuple[int, float]]:
+def parse_style_id(spec, names: list[str], what: str = "style_id") -> list[tuple[int, float]]:
     """'3' / 'starry_night' / '3:0.5,7:0.5' -> [(index, weight), ...] with weights summing to 1."""
     n = len(names)
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts:
-        raise ControlError("style_id: empty")
+        raise ControlError(f"{what}: empty")
     out = []
     for p in parts:
         key, _, w = p.partition(":")
@@ -54,21 +54,21 @@ def parse_style_id(spec, names: list[str]) -> list[tuple[int, float]]:
         else:
             matches = [j for j, nm in enumerate(names) if nm == key or nm.startswith(key)]
             if len(matches) != 1:
-                raise ControlError(f"style_id: {key!r} matches {len(matches)} of the styles "
+                raise ControlError(f"{what}: {key!r} matches {len(matches)} of the styles "
                                    f"({', '.join(f'{j}={nm}' for j, nm in enumerate(names))})")
             i = matches[0]
         if not 0 <= i < n:
-            raise ControlError(f"style_id: {i} is out of range (this model has styles 0..{n - 1})")
+            raise ControlError(f"{what}: {i} is out of range (this model has styles 0..{n - 1})")
         try:
             weight = float(w) if w else 1.0
         except ValueError:
-            raise ControlError(f"style_id: cannot read weight {w!r} in {p!r}") from None
+            raise ControlError(f"{what}: cannot read weight {w!r} in {p!r}") from None
         if not weight >= 0 or weight == float("inf"):
-            raise ControlError(f"style_id: weight {w!r} must be finite and non-negative")
+            raise ControlError(f"{what}: weight {w!r} must be finite and non-negative")
         out.append((i, weight))
     total = sum(w for _, w in out)
     if total <= 0:
-        raise ControlError("style_id: the weights must not all be zero")
+        raise ControlError(f"{what}: the weights must not all be zero")
     return [(i, w / total) for i, w in out]
 
 
