@@ -28,7 +28,11 @@ Our additions (not in the paper):
   artist with a per-artist scale/shift and no normalisation (the paper's IN erases the artist
   statistics the trunk sets; conditional IN shows IN "droplet" blobs); ``--table-lr-mult``
   speeds up the artist tables; ``--asm-up bilinear`` removes the 8 px staircase of the nearest
-  x8 upsampling; ``--d-steps 1``. docs/multistyle.md gives the runs that motivated each.
+  x8 upsampling; ``--d-steps 1``; ``--content-weight`` a VGG relu4_1 content term (G's own
+  encoder features drift with G); ``--style-grid 2`` matches the statistics per cell of a 2x2
+  split and ``--padding reflect`` hides the borders (together they remove a fixed-position blob
+  artefact); ``--ema`` ships a moving average of the generator's weights.
+  docs/multistyle.md gives the runs that motivated each.
 
     brushwork train asma --styles DIR_OF_ARTIST_FOLDERS --content DIR --out F.safetensors
     brushwork stylize photo.jpg -m asma --artist claude_monet --stroke 2 --stroke-mask sky.png
