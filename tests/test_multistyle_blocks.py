@@ -1,7 +1,9 @@
 """Multi-style blocks: CIN mixing, ASM gates, projection discriminator, hinge losses."""
+import pytest
 import torch
 import torch.nn.functional as F
 
+from brushwork.errors import ControlError
 from brushwork.blocks import (AnisotropicStrokeModule, ConditionalInstanceNorm2d,
                               ProjectionDiscriminator, hinge_d_loss, hinge_g_loss, one_hot_styles)
 
@@ -106,3 +108,17 @@ def test_conditional_affine_selects_and_mixes_rows():
     y = m(x, torch.tensor([[0.0, 1.0], [0.5, 0.5]]))
     assert torch.allclose(y[0], 2 * x[0] + 1)            # one-hot row: that style
     assert torch.allclose(y[1], 1.5 * x[1] + 0.5)        # mixed row: mixed parameters
+
+
+def test_style_names_match_by_word_prefix():
+    from brushwork.methods.cin import parse_style_id
+    names = ["berthe_morisot", "claude_monet", "vincent_van_gogh", "ukiyo_e", "starry_night"]
+    assert parse_style_id("monet", names) == [(1, 1.0)]
+    assert parse_style_id("Van_Gogh", names) == [(2, 1.0)]
+    assert parse_style_id("gogh", names) == [(2, 1.0)]
+    assert parse_style_id("starry", names) == [(4, 1.0)]          # prefix of the whole name
+    assert parse_style_id("ukiyo_e:1,monet:3", names) == [(3, 0.25), (1, 0.75)]
+    with pytest.raises(ControlError, match="matches 0"):
+        parse_style_id("rembrandt", names)
+    with pytest.raises(ControlError, match="matches 2"):
+        parse_style_id("m", ["monet", "morisot"])

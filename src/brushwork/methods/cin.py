@@ -39,8 +39,24 @@ STYLE_ID = Control("style_id", "str", "0",
                    "'3:0.5,7:0.5' of indices/names with weights")
 
 
+def _name_matches(key: str, names: list[str]) -> list[int]:
+    """Indices of the names ``key`` picks (case-insensitive): an exact name, else a prefix of
+    the name, else a prefix of one of its ``_``-separated words ("monet" -> "claude_monet",
+    "van_gogh" -> "vincent_van_gogh")."""
+    k = key.lower()
+    low = [nm.lower() for nm in names]
+    for test in (lambda nm: nm == k, lambda nm: nm.startswith(k),
+                 lambda nm: any("_".join(nm.split("_")[i:]).startswith(k)
+                                for i in range(1, len(nm.split("_"))))):
+        matches = [j for j, nm in enumerate(low) if test(nm)]
+        if matches:
+            return matches
+    return []
+
+
 def parse_style_id(spec, names: list[str], what: str = "style_id") -> list[tuple[int, float]]:
-    """'3' / 'starry_night' / '3:0.5,7:0.5' -> [(index, weight), ...] with weights summing to 1."""
+    """'3' / 'starry_night' / 'monet' / '3:0.5,7:0.5' -> [(index, weight), ...] with weights
+    summing to 1. Names match exactly, by prefix, or by the prefix of a later word."""
     n = len(names)
     parts = [p.strip() for p in str(spec).split(",") if p.strip()]
     if not parts:
@@ -52,7 +68,7 @@ def parse_style_id(spec, names: list[str], what: str = "style_id") -> list[tuple
         if key.lstrip("-").isdigit():
             i = int(key)
         else:
-            matches = [j for j, nm in enumerate(names) if nm == key or nm.startswith(key)]
+            matches = _name_matches(key, names)
             if len(matches) != 1:
                 raise ControlError(f"{what}: {key!r} matches {len(matches)} of the styles "
                                    f"({', '.join(f'{j}={nm}' for j, nm in enumerate(names))})")
