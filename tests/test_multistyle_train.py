@@ -233,8 +233,8 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
     assert asma.Asma(weights=again).artists == ["alpha", "beta"]
     # the cpu preset ships the moving average of the generator, not its last step
     ckpt = out.with_suffix(".ckpt")
-    assert set(training.checkpoint_models(ckpt)) == {"generator", "discriminator",
-                                                     "generator_ema"}
+    assert set(training.load_checkpoint(ckpt, models={})["models"]) == {
+        "generator", "discriminator", "generator_ema"}
     raw = asma.Generator.from_config({**training.load_checkpoint_config(ckpt), "n_styles": 2})
     training.load_checkpoint(ckpt, models={"generator": raw})
     raw_state = training.prefixed_state("generator", raw)
@@ -266,6 +266,21 @@ def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):
     events = []
     asma.run(args, events.append)
     assert [e.step for e in events if e.kind == "train"] == [2]
+
+
+def test_asma_resume_adds_the_average_to_a_run_without_one(data, tmp_path):
+    out = tmp_path / "asma_cpu.safetensors"
+    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
+            "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
+            "--batch", 2, "--min-images", 2, "--steps", 1, "--warmup", 0,
+            "--style-load-size", 48, "--no-bf16", "--checkpoint-every", 1, "--ema", 0]
+    asma.run(_parse(asma.add_arguments, argv))
+    ckpt = out.with_suffix(".ckpt")
+    assert "generator_ema" not in training.load_checkpoint(ckpt, models={})["models"]
+    args = _parse(asma.add_arguments, argv[:-2])      # the preset's EMA from here on
+    args.steps, args.resume = 2, True
+    asma.run(args)
+    assert "generator_ema" in training.load_checkpoint(ckpt, models={})["models"]
 
 
 def test_shipped_johnson_files_by_bare_name():

@@ -70,6 +70,13 @@ def test_checkpoint_round_trip(tmp_path):
     assert opt2.state_dict()["state"][0]["step"] == opt.state_dict()["state"][0]["step"]
     with pytest.raises(BrushworkError, match="does not match"):
         training.load_checkpoint(path, models={"net": torch.nn.Conv2d(3, 5, 3)})
+    # a model the file lacks is an error unless named optional; the names held come back
+    extra = torch.nn.Conv2d(3, 4, 3)
+    before = extra.weight.detach().clone()
+    with pytest.raises(BrushworkError, match="no model 'avg'"):
+        training.load_checkpoint(path, models={"net": net2, "avg": extra})
+    info = training.load_checkpoint(path, models={"net": net2, "avg": extra}, optional=("avg",))
+    assert info["models"] == ["net"] and torch.equal(extra.weight, before)
     with pytest.raises(BrushworkError, match="no checkpoint"):
         training.load_checkpoint(tmp_path / "none.ckpt", models={})
     (tmp_path / "junk.ckpt").write_bytes(b"junk")

@@ -164,10 +164,13 @@ def save_checkpoint(path, *, models: dict[str, torch.nn.Module],
 
 def load_checkpoint(path, *, models: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer] | None = None,
-                    map_location="cpu", lr: float | None = None) -> dict:
+                    map_location="cpu", lr: float | None = None,
+                    optional: tuple[str, ...] = ()) -> dict:
     """Restore models/optimizers in place from :func:`save_checkpoint`; returns
-    ``{"step", "config", "extra"}``. ``lr`` (the resumed run's ``--lr``) replaces the saved
-    learning rate. Raises BrushworkError on a missing/foreign file."""
+    ``{"step", "config", "extra", "models"}`` (``models``: the names the file holds). ``lr``
+    (the resumed run's ``--lr``) replaces the saved learning rate. Models named in ``optional``
+    are left as they are when the file lacks them. Raises BrushworkError on a missing/foreign
+    file."""
     path = Path(path)
     if not path.is_file():
         raise BrushworkError(f"{path}: no checkpoint to resume from")
@@ -179,6 +182,8 @@ def load_checkpoint(path, *, models: dict[str, torch.nn.Module],
         raise BrushworkError(f"{path}: not a brushwork checkpoint")
     for k, m in models.items():
         if k not in blob["models"]:
+            if k in optional:
+                continue
             raise BrushworkError(f"{path}: checkpoint has no model {k!r}")
         try:
             m.load_state_dict(blob["models"][k])
@@ -193,20 +198,7 @@ def load_checkpoint(path, *, models: dict[str, torch.nn.Module],
                     group["lr"] = lr
     torch.set_rng_state(blob["torch_rng"])
     return {"step": int(blob["step"]), "config": json.loads(blob["config_json"]),
-            "extra": blob.get("extra", {})}
-
-
-def checkpoint_models(path) -> list[str]:
-    """The names of the models a checkpoint holds (BrushworkError if it is not one)."""
-    path = Path(path)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BrushworkError(f"{path}: not a readable brushwork checkpoint "
-                             f"({e.__class__.__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != "brushwork-checkpoint-1":
-        raise BrushworkError(f"{path}: not a brushwork checkpoint")
-    return list(blob["models"])
+            "extra": blob.get("extra", {}), "models": list(blob["models"])}
 
 
 def load_checkpoint_config(path) -> dict:

@@ -441,15 +441,15 @@ def run(args, callback=None) -> dict:
         if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 else None
     ckpt = training.checkpoint_path(args)
     models, opts = {"generator": G, "discriminator": D}, {"g": opt_g, "d": opt_d}
-    info = training.load_checkpoint(ckpt, models=models, optimizers=opts) if args.resume else {}
     # ours: the weights oscillate with the adversarial game (style accuracy moves by +-10
     # points between checkpoints); an average over the last ~1/(1-decay) steps is steadier
     G_ema = None
     if cfg["ema"] > 0:
-        G_ema = copy.deepcopy(G).requires_grad_(False)
-        if args.resume and _has_model(ckpt, "generator_ema"):
-            training.load_checkpoint(ckpt, models={"generator_ema": G_ema})
-        models["generator_ema"] = G_ema
+        G_ema = models["generator_ema"] = copy.deepcopy(G).requires_grad_(False)
+    info = training.load_checkpoint(ckpt, models=models, optimizers=opts,
+                                    optional=("generator_ema",)) if args.resume else {}
+    if G_ema is not None and args.resume and "generator_ema" not in info["models"]:
+        G_ema.load_state_dict(G.state_dict())  # resuming a run that had no average yet
     start = info.get("step", 0)
     targets = None
     if cfg["style_weight"] > 0 and cfg["style_target"] == "artist":
@@ -554,10 +554,6 @@ def update_ema(avg: nn.Module, model: nn.Module, decay: float) -> None:
             a.copy_(b)
 
 
-def _has_model(checkpoint, name: str) -> bool:
-    return name in training.checkpoint_models(checkpoint)
-
-
 def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
     """Write the generator of a training checkpoint as a weight file (what ``run`` writes at
     its end); returns its sha256. Ships a model from a run stopped before its last step."""
@@ -566,7 +562,7 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
     artists = probe["extra"].get("artists") or \
         list(artist_folders(cfg["styles"], int(cfg.get("min_images", 20))))
     G = Generator.from_config({**cfg, "n_styles": len(artists)})
-    which = "generator_ema" if _has_model(checkpoint, "generator_ema") else "generator"
+    which = "generator_ema" if "generator_ema" in probe["models"] else "generator"
     step = training.load_checkpoint(checkpoint, models={which: G})["step"]
     meta = {"method": "asma", "config": json.dumps(G.config()), "artists": json.dumps(artists),
             "steps": str(step), "crop": str(cfg.get("size")), "preset": str(cfg.get("preset")),

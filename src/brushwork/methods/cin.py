@@ -45,9 +45,13 @@ def _name_matches(key: str, names: list[str]) -> list[int]:
     "van_gogh" -> "vincent_van_gogh")."""
     k = key.lower()
     low = [nm.lower() for nm in names]
+
+    def later_words(nm):  # "vincent_van_gogh" -> "van_gogh", "gogh"
+        words = nm.split("_")
+        return ("_".join(words[i:]) for i in range(1, len(words)))
+
     for test in (lambda nm: nm == k, lambda nm: nm.startswith(k),
-                 lambda nm: any("_".join(nm.split("_")[i:]).startswith(k)
-                                for i in range(1, len(nm.split("_"))))):
+                 lambda nm: any(w.startswith(k) for w in later_words(nm))):
         matches = [j for j, nm in enumerate(low) if test(nm)]
         if matches:
             return matches
