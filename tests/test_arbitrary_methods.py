@@ -170,3 +170,37 @@ def test_sanet_strength_default_comes_from_the_weight_file(tmp_path):
     save_file(load_file(str(path)), str(plain), metadata=meta)
     with pytest.raises(BrushworkError, match="default_strength"):
         SANet(weights=plain, bf16=False)
+
+
+def test_distill_pruned_init_is_vgg_itself_at_full_width():
+    """Kept filters copied from VGG19 with the first layer rewritten for RGB [-1, 1] input: at
+    width 1 the student is VGG19 up to one global scale (away from the zero-padded border)."""
+    from brushwork.methods.distill import prune_from_vgg
+    from brushwork.vgg import VGG19
+    x = torch.rand(2, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    student = blocks.SmallEncoder(2, 1.0)
+    prune_from_vgg(student, x, target_rms=3.0)
+    layers = ["relu1_1", "relu2_1"]
+    with torch.no_grad():
+        s, t = student(x, layers), VGG19(last_layer="relu2_1")(x, layers)
+    assert s["relu2_1"].pow(2).mean().sqrt().item() == pytest.approx(3.0, rel=1e-4)
+    scale = s["relu2_1"].pow(2).mean().sqrt() / t["relu2_1"].pow(2).mean().sqrt()
+    for name, m in (("relu1_1", 1), ("relu2_1", 3)):
+        a, b = s[name][..., m:-m, m:-m], t[name][..., m:-m, m:-m] * scale
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * b.abs().max().item())
+
+
+def test_distill_pruned_init_keeps_the_most_active_filters():
+    from brushwork.methods.distill import prune_from_vgg
+    from brushwork.vgg import VGG19
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    student = blocks.SmallEncoder(1, 0.25)  # 16 of relu1_1's 64 filters
+    prune_from_vgg(student, x)
+    with torch.no_grad():
+        t = VGG19(last_layer="relu1_1")(x, "relu1_1")["relu1_1"]
+        s = student(x, "relu1_1")["relu1_1"][..., 1:-1, 1:-1]
+    keep = t.mean((0, 2, 3)).topk(16).indices.sort().values
+    t = t[:, keep, 1:-1, 1:-1]
+    ratio = s / t.clamp_min(1e-6)
+    on = t > 1e-2
+    assert torch.allclose(ratio[on], ratio[on].median().expand(int(on.sum())), rtol=1e-3)

@@ -145,6 +145,26 @@ def test_other_trainers_run(folders, tmp_path, name, extra):
     assert meta["method"] == meta_method and meta["steps"] == "1"
 
 
+@pytest.mark.parametrize("loss_net", ["vgg", "encoder"])
+def test_adain_on_a_distilled_encoder_trains_and_stylises(folders, tmp_path, loss_net):
+    from brushwork.methods.adain import AdaIN
+    from brushwork.shipped import load_weights
+
+    small = _train(folders, tmp_path, "distill", 1, "--levels", "1,2,3", "--encoder-width",
+                   "0.0625")
+    out = _train(folders, tmp_path, "adain", 2, "--level", "3", "--encoder-weights", str(small),
+                 "--style-loss-net", loss_net)
+    state, meta = load_weights(out)
+    assert meta["encoder"] == "small" and meta.get("style_loss_net", "encoder") == loss_net
+    assert any(k.startswith("encoder.") for k in state)  # the file carries its encoder
+    model = AdaIN(weights=out, encoder="small", bf16=False)
+    content = torch.rand(1, 3, 40, 48, generator=torch.Generator().manual_seed(0))
+    style = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    y = model.stylize(content, [style])
+    assert y.shape == content.shape and 0 <= y.min() and y.max() <= 1
+    assert torch.equal(y, model.stylize(content, [style]))
+
+
 def test_bad_training_arguments(folders, tmp_path):
     from brushwork.cli import main
 

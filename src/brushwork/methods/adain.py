@@ -114,19 +114,28 @@ def add_arguments(parser) -> None:
     parser.add_argument("--encoder-weights", default=None,
                         help="a distilled small encoder (from `brushwork train distill`): "
                              "train a decoder for it instead of for VGG19")
+    parser.add_argument("--style-loss-net", choices=["vgg", "encoder"], default="vgg",
+                        help="network whose feature statistics the style loss compares: VGG19 "
+                             "(default; the teacher, also for a small encoder) or the encoder "
+                             "itself (same thing for VGG19)")
     parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
 
 
-def _losses(enc, dec, content, style, bf16, device, cw, sw, level=4, iw=0.0):
+def _losses(enc, dec, content, style, bf16, device, cw, sw, level=4, iw=0.0, loss_net=None):
+    """Content loss in the encoder's space (decoded image re-encoded vs the AdaIN target); style
+    loss on mean/std of relu1_1..relu{level}_1 of ``loss_net`` (default: the encoder)."""
+    loss_net = enc if loss_net is None else loss_net
     layer, layers = LEVEL_LAYERS[level], style_layers(level)
     with torch.no_grad():
         cf = ff.encode(enc, content, layer, bf16)[layer]
-        sf = ff.encode(enc, style, layers, bf16)
-        t = adain(cf, sf[layer])
+        t = adain(cf, ff.encode(enc, style, layer, bf16)[layer])
+        sf = ff.encode(loss_net, style, layers, bf16)
     with training.autocast(device, bf16):
         g = dec(t).float()
-    gf = ff.encode(enc, g, layers, bf16)
+    gf = ff.encode(enc, g, layers if loss_net is enc else layer, bf16)
     lc = F.mse_loss(gf[layer], t)
+    if loss_net is not enc:
+        gf = ff.encode(loss_net, g, layers, bf16)
     ls = 0.0
     for name in layers:
         gm, gs = mean_std(gf[name])
@@ -168,6 +177,10 @@ def run(args, callback=None) -> Path:
     else:
         enc = VGG19(device=device, autocast=bf16, last_layer=layer)
         in_ch = None
+    loss_net = None
+    if args.encoder_weights and args.style_loss_net == "vgg":
+        loss_net = VGG19(device=device, autocast=bf16, last_layer=layer)
+        meta["style_loss_net"] = "vgg"
     dec = decoder(args.level, args.width, in_ch).to(device)
     opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
     ckpt = training.checkpoint_path(args)
@@ -187,7 +200,7 @@ def run(args, callback=None) -> Path:
         content, style = next(c_iter).to(device), next(s_iter).to(device)
         total, losses, _ = _losses(enc, dec, content, style, bf16, device,
                                    args.content_weight, args.style_weight, args.level,
-                                   args.identity_weight)
+                                   args.identity_weight, loss_net)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -206,7 +219,7 @@ def run(args, callback=None) -> Path:
             dec.eval()
             with torch.no_grad():
                 _, _, g = _losses(enc, dec, fixed_c.to(device), fixed_s.to(device), bf16,
-                                  device, 1.0, 1.0, args.level)
+                                  device, 1.0, 1.0, args.level, loss_net=loss_net)
             dec.train()
             training.save_grid([fixed_c, fixed_s, g.clamp(0, 1)],
                                ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .. import training
 from ..blocks import LEVEL_LAYERS, SmallEncoder, decoder
-from ..vgg import LAYER_CHANNELS
+from ..vgg import CAFFE_MEAN_BGR, LAYER_CHANNELS, VGG19, load_vgg19_state
 from . import _feedforward as ff
 from .wct import recon_setup, train_loop
 
@@ -35,7 +35,53 @@ def add_arguments(parser) -> None:
                         help="decoder channels relative to VGG19's")
     parser.add_argument("--embed-weight", type=float, default=1.0)
     parser.add_argument("--feature-weight", type=float, default=1.0)
+    parser.add_argument("--init", choices=["vgg", "random"], default="vgg",
+                        help="student start: VGG19's own filters, the most active ones kept per "
+                             "layer (a pruned teacher; default), or random weights")
     parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
+
+
+@torch.no_grad()
+def prune_from_vgg(student: SmallEncoder, x: torch.Tensor, embeds=None,
+                   target_rms: float = 20.0) -> None:
+    """Start the student as a pruned VGG19: in each layer keep the filters with the largest mean
+    activation on the batch ``x`` (RGB [0, 1]) and, in the next layer, the matching input
+    channels. The first layer is rewritten for the student's input (RGB in [-1, 1] instead of
+    Caffe's BGR 0-255 minus mean); all layers are then scaled (ReLU nets are positively
+    homogeneous) so the deepest features have RMS ``target_rms``. ``embeds`` (level -> 1x1
+    conv), if given, start as the map putting each kept channel back in its teacher slot."""
+    state = load_vgg19_state()
+    teacher = VGG19(last_layer=student.names[-1]).to(x.device)
+    acts = teacher(x, student.names)
+    kept_in, kept = None, {}
+    for name, conv in zip(student.names, student.convs):
+        w = state[name.replace("relu", "conv") + ".weight"].to(x.device)
+        b = state[name.replace("relu", "conv") + ".bias"].to(x.device)
+        keep = acts[name].mean((0, 2, 3)).topk(conv.out_channels).indices.sort().values
+        w, b = w[keep], b[keep]
+        if kept_in is None:  # v_bgr[c] = 127.5 u_rgb[2 - c] + (127.5 - mean_bgr[c])
+            shift = 127.5 - torch.tensor(CAFFE_MEAN_BGR, device=x.device)
+            b = b + (w.sum((2, 3)) * shift).sum(1)
+            w = w.flip(1) * 127.5
+        else:
+            w = w[:, kept_in]
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+        kept_in = kept[name] = keep
+    rms = student(x, student.names[-1])[student.names[-1]].pow(2).mean().sqrt().item()
+    scale = target_rms / max(rms, 1e-6)
+    student.convs[0].weight.mul_(scale)
+    for conv in student.convs:
+        conv.bias.mul_(scale)
+    if embeds is not None:  # teacher features are compared at unit RMS (distill_losses)
+        for level, emb in embeds.items():
+            layer, idx = LEVEL_LAYERS[int(level)], kept[LEVEL_LAYERS[int(level)]]
+            ratio = (acts[layer][:, idx].pow(2).mean().sqrt()
+                     / acts[layer].pow(2).mean().sqrt().clamp_min(1e-4)
+                     / student(x, layer)[layer].pow(2).mean().sqrt().clamp_min(1e-4))
+            emb.weight.zero_()
+            emb.bias.zero_()
+            emb.weight[idx, torch.arange(len(idx)), 0, 0] = ratio.item()
 
 
 def distill_losses(teacher, student, decoders, embeds, x, bf16, device, embed_w, feat_w):
@@ -73,8 +119,11 @@ def run(args, callback=None) -> Path:
                             for l in levels}).to(device)
     models = {"encoder": student, "embed": embeds,
               **{f"decoder{l}": d for l, d in decoders.items()}}
+    if args.init == "vgg" and not args.resume:
+        x = training.sample_batch(images, args.size, 16, training.step_generator(args.seed, 0, 11))
+        prune_from_vgg(student, x.to(device), embeds)
     opt = torch.optim.Adam([p for m in models.values() for p in m.parameters()], lr=args.lr)
-    meta = {"method": "distill", "levels": ",".join(map(str, levels)), "width": str(args.width),
+    meta = {"method": "distill", "init": args.init, "levels": ",".join(map(str, levels)), "width": str(args.width),
             "encoder": "small", "encoder_level": str(max(levels)),
             "encoder_width": str(args.encoder_width)}
 

@@ -44,7 +44,8 @@ class Linear:
             raise BrushworkError(f"{path}: bad 'layer' metadata {self.layer!r}")
         width = ff.meta_float(meta, "width", 1.0, path)
         dim = int(ff.meta_float(meta, "dim", 32, path))
-        self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer=self.layer)
+        self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer=self.layer,
+                             channels_last=True)
         self.transform = ff.load_frozen(LinearTransform(LAYER_CHANNELS[self.layer], dim, width),
                                         "transform", state, path, self.device)
         self.decoder = ff.load_frozen(decoder(LAYER_LEVELS[self.layer], width), "decoder", state,

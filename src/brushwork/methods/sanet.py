@@ -47,7 +47,8 @@ class SANet:
         if not 0.0 <= self.default_strength <= 1.0:
             raise BrushworkError(f"{path}: default_strength {self.default_strength} "
                                  f"is not in [0, 1]")
-        self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu5_1")
+        self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu5_1",
+                             channels_last=True)
         self.transform = ff.load_frozen(SATransform(512), "transform", state, path, self.device)
         self.decoder = ff.load_frozen(decoder(4, width), "decoder", state, path, self.device)
 

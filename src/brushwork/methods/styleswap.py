@@ -38,7 +38,8 @@ class StyleSwap:
             raise BrushworkError(f"{path}: has no relu3_1 (level 3) decoder for style swap")
         if meta.get("encoder", "vgg") != "vgg":
             raise BrushworkError(f"{path}: style swap needs a VGG19 decoder, not a small-encoder one")
-        self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu3_1")
+        self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu3_1",
+                             channels_last=True)
         self.decoder = ff.load_frozen(decoder(3, ff.meta_float(meta, "width", 1.0, path)),
                                       "decoder3", state, path, self.device)
 
