@@ -54,6 +54,7 @@ def test_style_accuracy_with_a_painting_driven_method(setup):
     assert all(len(v) == 2 for v in paintings.values())
     r = style_accuracy.evaluate("copy", StyleCopy(), clf, contents, paintings=paintings)
     assert r["n"] == 4 and r["overall"] == 1.0 and r["per_artist"] == {"red": 1.0, "blue": 1.0}
+    assert r["confusion"] == {"red": {"red": 2}, "blue": {"blue": 2}}
     table = style_accuracy.format_table({"copy": r})
     assert "| red | 100 % |" in table and "**100.0 %**" in table
 
@@ -71,6 +72,8 @@ def test_style_accuracy_with_asma_labels_and_sheet(setup, tmp_path):
     contents = style_accuracy.content_set(root / "content", 1, 40, seed=0)
     r = style_accuracy.evaluate("asma", m, clf, contents)
     assert r["n"] == 2 and 0.0 <= r["overall"] <= 1.0 and set(r["per_artist"]) == {"red", "blue"}
+    assert {a: sum(row.values()) for a, row in r["confusion"].items()} == {"red": 1, "blue": 1}
+    assert r["confusion"][("red")].get("red", 0) == r["per_artist"]["red"]
     sheet = style_accuracy.sheet_for(m, contents[0][1], size=40)
     assert sheet.size == (3 * 44 + 4, 1 * (40 + 14 + 4) + 4)  # content + 2 artists, labelled
     with pytest.raises(BrushworkError, match="no built-in styles"):

@@ -50,7 +50,8 @@ def heldout_paintings(clf: ArtistClassifier, styles_dir, meta_holdout: float, se
 def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paintings=None,
              artists=None, style_size: int = 256, controls=None, seed: int = 0,
              callback=None) -> dict:
-    """-> {"per_artist": {artist: share}, "overall": share, "n": count, "seconds": s}.
+    """-> {"per_artist": {artist: share}, "overall": share, "n": count, "seconds": s,
+    "confusion": {artist: {predicted artist: count}}}.
 
     ``method`` follows the Stylizer protocol; label-driven methods (with ``labels()``) get
     ``controls['artist']``, others one painting per (content, artist) from ``paintings``."""
@@ -63,7 +64,7 @@ def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paint
         if absent:
             raise BrushworkError(f"{method_name}: model has no artist(s) {', '.join(absent)}")
     rng = random.Random(seed)
-    hits, counts, done = {}, {}, 0
+    hits, counts, confusion, done = {}, {}, {}, 0
     total = len(artists) * len(contents)
     for artist in artists:
         target = clf.classes.index(artist)
@@ -78,6 +79,8 @@ def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paint
                 style = load_image(rng.choice(pool), style_size)
                 y = method.stylize(x, [style], controls=controls, seed=seed)
             pred = int(clf.predict_proba(y).argmax(1))
+            row = confusion.setdefault(artist, {})
+            row[clf.classes[pred]] = row.get(clf.classes[pred], 0) + 1
             hits[artist] = hits.get(artist, 0) + int(pred == target)
             counts[artist] = counts.get(artist, 0) + 1
             done += 1
@@ -85,7 +88,7 @@ def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paint
                                     message=artist))
     per = {a: hits[a] / counts[a] for a in artists}
     return {"per_artist": per, "overall": sum(hits.values()) / max(1, sum(counts.values())),
-            "n": sum(counts.values()), "seconds": clock()}
+            "n": sum(counts.values()), "seconds": clock(), "confusion": confusion}
 
 
 def format_table(results: dict[str, dict]) -> str:
