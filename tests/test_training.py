@@ -163,6 +163,42 @@ def test_adain_on_a_distilled_encoder_trains_and_stylises(folders, tmp_path, los
     y = model.stylize(content, [style])
     assert y.shape == content.shape and 0 <= y.min() and y.max() <= 1
     assert torch.equal(y, model.stylize(content, [style]))
+    # a stopped run ships through export: encoder from the run's --encoder-weights, same output
+    from brushwork.methods.adain import export
+    again = tmp_path / "exported.safetensors"
+    export(out.with_suffix(".ckpt"), again, fp16=False)
+    assert load_weights(again)[1]["style_loss_net"] == loss_net
+    assert torch.equal(AdaIN(weights=again, encoder="small", bf16=False).stylize(content, [style]), y)
+
+
+def test_wct_decoders_for_a_distilled_encoder_with_a_style_term(folders, tmp_path, capsys):
+    from brushwork.cli import main
+    from brushwork.methods.wct import WCT
+    from brushwork.shipped import load_weights
+
+    small = _train(folders, tmp_path, "distill", 1, "--levels", "1,2", "--encoder-width", "0.0625")
+    out = _train(folders, tmp_path, "wct", 2, "--levels", "1,2", "--encoder-weights", str(small),
+                 "--style-weight", "0.5")
+    state, meta = load_weights(out)
+    assert meta["encoder"] == "small" and meta["style_weight"] == "0.5" and meta["levels"] == "1,2"
+    small_state, _ = load_weights(small)
+    enc_keys = [k for k in small_state if k.startswith("encoder.")]
+    assert enc_keys and all(torch.equal(state[k], small_state[k]) for k in enc_keys)  # frozen
+    log = [json.loads(l) for l in (tmp_path / "wct.log.jsonl").read_text().splitlines()]
+    assert {"style1", "style2", "sfeat2", "pix1"} <= set(log[-1])
+    model = WCT(weights=out, encoder="small", bf16=False)
+    y = model.stylize(torch.rand(1, 3, 36, 40), [torch.rand(1, 3, 32, 32)])
+    assert y.shape == (1, 3, 36, 40) and 0 <= y.min() and y.max() <= 1
+    # a file that is not a distilled encoder, or levels deeper than its encoder: one line, no output
+    capsys.readouterr()
+    base = ["train", "wct", "--content", str(folders / "content"), "--styles",
+            str(folders / "styles"), "--steps", "1", "-q"]
+    bad = tmp_path / "bad.safetensors"
+    assert main(base + ["--encoder-weights", str(out), "--out", str(bad)]) == 2
+    assert "not a distilled encoder file" in capsys.readouterr().err
+    assert main(base + ["--encoder-weights", str(small), "--levels", "3", "--out", str(bad)]) == 2
+    assert "--levels may not go above 2" in capsys.readouterr().err
+    assert not bad.exists()
 
 
 def test_bad_training_arguments(folders, tmp_path):

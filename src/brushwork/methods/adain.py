@@ -162,14 +162,7 @@ def run(args, callback=None) -> Path:
             "encoder": "vgg"}
     enc_state = {}
     if args.encoder_weights:
-        from ..shipped import load_weights
-        from ..blocks import SmallEncoder
-
-        est, emeta = load_weights(args.encoder_weights)
-        if emeta.get("method") != "distill":
-            raise BrushworkError(f"{args.encoder_weights}: not a distilled encoder file")
-        enc = SmallEncoder(int(emeta.get("encoder_level", 4)), float(emeta["encoder_width"]))
-        training.load_prefixed(enc, "encoder", est, args.encoder_weights)
+        enc = _small_encoder(args.encoder_weights)
         enc.to(device).eval().requires_grad_(False)
         enc_state = training.prefixed_state("encoder", enc)
         meta.update(encoder="small", encoder_level=str(enc.level), encoder_width=str(enc.width))
@@ -234,18 +227,39 @@ def run(args, callback=None) -> Path:
 
 
 def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
-    """Write the decoder of a (VGG-encoder) training checkpoint as a weight file; returns its
-    sha256. Used to ship a model from a run that was stopped before its last step."""
+    """Write the decoder of a training checkpoint as a weight file (with a small encoder: that
+    encoder too, read from the run's --encoder-weights file); returns its sha256. Used to ship
+    a model from a run that was stopped before its last step."""
     probe = training.load_checkpoint_config(checkpoint)
     level, width = int(probe.get("level", 4)), float(probe.get("width", 1.0))
-    if probe.get("encoder_weights"):
-        raise BrushworkError("export: small-encoder checkpoints are not supported; finish the run")
-    dec = decoder(level, width)
+    state, enc_meta, in_ch = {}, {"encoder": "vgg"}, None
+    if probe.get("encoder_weights"):  # the decoder's encoder: the file the run was trained on
+        enc = _small_encoder(probe["encoder_weights"])
+        state = training.prefixed_state("encoder", enc)
+        in_ch = enc.channels[LEVEL_LAYERS[level]]
+        enc_meta = {"encoder": "small", "encoder_level": str(enc.level),
+                    "encoder_width": str(enc.width),
+                    # runs from before --style-loss-net took their style loss on the encoder
+                    "style_loss_net": probe.get("style_loss_net", "encoder")}
+    dec = decoder(level, width, in_ch)
     info = training.load_checkpoint(checkpoint, models={"decoder": dec})
-    meta = {"method": "adain", "level": str(level), "width": str(width), "encoder": "vgg",
+    meta = {"method": "adain", "level": str(level), "width": str(width), **enc_meta,
             "steps": str(info["step"]), "crop": str(probe.get("size")),
             "batch": str(probe.get("batch")), "style_weight": str(probe.get("style_weight")),
             "lr": str(probe.get("lr")), "identity_weight": str(probe.get("identity_weight", 0)),
             **(extra_meta or {})}
-    return training.save_weights(training.prefixed_state("decoder", dec), out, fp16=fp16,
-                                 metadata=meta)
+    state.update(training.prefixed_state("decoder", dec))
+    return training.save_weights(state, out, fp16=fp16, metadata=meta)
+
+
+def _small_encoder(path):
+    """The distilled encoder of a `brushwork train distill` file (frozen weights)."""
+    from ..blocks import SmallEncoder
+    from ..shipped import load_weights
+
+    est, emeta = load_weights(path)
+    if emeta.get("method") != "distill":
+        raise BrushworkError(f"{path}: not a distilled encoder file")
+    enc = SmallEncoder(int(emeta.get("encoder_level", 4)), float(emeta["encoder_width"]))
+    training.load_prefixed(enc, "encoder", est, str(path))
+    return enc

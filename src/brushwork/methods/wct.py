@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import shipped, training
-from ..blocks import LEVEL_LAYERS, apply_affine, decoder, feature_stats, wct_matrix
+from ..blocks import LEVEL_LAYERS, apply_affine, decoder, feature_stats, mean_std, wct_matrix
 from ..errors import BrushworkError
 from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Control, Progress,
                         emit, normalize_style_weights, resolve_controls)
@@ -123,6 +123,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--width", type=float, default=1.0, help="decoder channel multiplier")
     parser.add_argument("--feature-weight", type=float, default=1.0,
                         help="weight of the (relative) feature reconstruction loss")
+    parser.add_argument("--encoder-weights", default=None, metavar="DISTILL",
+                        help="train decoders for the distilled small encoder of this file (from "
+                             "`brushwork train distill`; its decoders of the same levels and "
+                             "width are the starting point) instead of for VGG19")
+    parser.add_argument("--style-weight", type=float, default=0.0,
+                        help="0 (the paper): reconstruction only. > 0: the decoders also decode "
+                             "WCT-transformed features (each crop stylised with another crop of "
+                             "the batch) under a feature loss to the transformed target plus "
+                             "this weight x a relative VGG19 mean/std loss to the style")
     parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
 
 
@@ -157,6 +166,33 @@ def recon_losses(enc, decoders: dict, x, bf16, device, feature_weight, feats=Non
     return total, parts
 
 
+def stylise_losses(enc, vgg, decoders: dict, x, bf16, device, style_weight, feature_weight):
+    """Decoders on WCT-transformed features: each crop of ``x`` stylised with the batch's
+    reversed order as styles; relative feature MSE of the re-encoded output to the target, plus
+    ``style_weight`` x relative mean/std MSE of VGG19 relu1_1..relu{L}_1 to the style."""
+    style = x.flip(0)
+    total, parts = 0.0, {}
+    for level, dec in decoders.items():
+        layer, vgg_layers = LEVEL_LAYERS[level], [LEVEL_LAYERS[l] for l in range(1, level + 1)]
+        with torch.no_grad():
+            cf = ff.encode(enc, x, layer, bf16)[layer]
+            sf = ff.encode(enc, style, layer, bf16)[layer]
+            t = torch.cat([wct_target(cf[i:i + 1], sf[i:i + 1]) for i in range(len(x))])
+            vs = vgg(style, vgg_layers)
+        with training.autocast(device, bf16):
+            y = dec(t).float()
+        feat = F.mse_loss(ff.encode(enc, y, layer, bf16)[layer], t) / t.pow(2).mean().clamp_min(1e-8)
+        vy, st = vgg(y, vgg_layers), 0.0
+        for name in vgg_layers:
+            (ym, ys), (sm, ss) = mean_std(vy[name]), mean_std(vs[name])
+            energy = vs[name].pow(2).mean().clamp_min(1e-8)
+            st = st + (F.mse_loss(ym, sm) + F.mse_loss(ys, ss)) / energy
+        total = total + feature_weight * feat + style_weight * st
+        parts[f"sfeat{level}"] = float(feat.detach())
+        parts[f"style{level}"] = float(st.detach())
+    return total, parts
+
+
 def recon_setup(args):
     """The common start of the reconstruction trainers (wct, distill): ``training.start_run``,
     then (levels, device, bf16 flag, training images (contents and styles together), VGG19 up
@@ -169,18 +205,78 @@ def recon_setup(args):
 
 
 def run(args, callback=None) -> Path:
-    """Train reconstruction decoders for the VGG19 relu{L}_1 levels; returns the weight file."""
-    levels, device, bf16, images, enc = recon_setup(args)
-    decoders = {l: decoder(l, args.width).to(device) for l in levels}
+    """Train decoders for the relu{L}_1 levels of VGG19 (or of a distilled small encoder):
+    reconstruction, plus decoding WCT-transformed features with ``--style-weight``; returns the
+    weight file."""
+    if args.style_weight < 0:
+        raise BrushworkError("--style-weight must be >= 0")
+    small = _small_encoder(args.encoder_weights, parse_levels(args.levels)) \
+        if args.encoder_weights else None
+    levels, device, bf16, images, vgg = recon_setup(args)
+    meta = {"method": "wct", "levels": ",".join(map(str, levels)), "width": str(args.width),
+            "encoder": "vgg", "style_weight": str(args.style_weight)}
+    enc, extra = vgg, {}
+    if small is not None:
+        enc, dstate, dmeta = small
+        enc.to(device).eval().requires_grad_(False)
+        extra = training.prefixed_state("encoder", enc)
+        meta.update(encoder="small", encoder_level=str(enc.level), encoder_width=str(enc.width))
+    decoders = {}
+    for l in levels:
+        in_ch = enc.channels[LEVEL_LAYERS[l]] if small is not None else None
+        decoders[l] = decoder(l, args.width, in_ch)
+        if small is not None and f"decoder{l}.{_first_weight(decoders[l])}" in dstate \
+                and math.isclose(float(dmeta.get("width", -1)), args.width):
+            training.load_prefixed(decoders[l], f"decoder{l}", dstate, args.encoder_weights)
+        decoders[l].to(device)
     models = {f"decoder{l}": d for l, d in decoders.items()}
     params = [p for d in decoders.values() for p in d.parameters()]
     opt = torch.optim.Adam(params, lr=args.lr)
-    meta = {"method": "wct", "levels": ",".join(map(str, levels)), "width": str(args.width),
-            "encoder": "vgg"}
-    train_loop("wct", args, images, models, {"decoders": opt}, device, callback,
-               lambda x: recon_losses(enc, decoders, x, bf16, device, args.feature_weight),
-               lambda x: [x] + [_recon(enc, decoders[l], x, l, bf16) for l in levels], meta)
+
+    def losses(x):
+        total, parts = recon_losses(enc, decoders, x, bf16, device, args.feature_weight)
+        if args.style_weight > 0:
+            t2, p2 = stylise_losses(enc, vgg, decoders, x, bf16, device, args.style_weight,
+                                    args.feature_weight)
+            total = total + t2
+            parts = {**parts, **p2, "total": float(total.detach())}
+        return total, parts
+
+    def sample(x):
+        rows = [x] + [_recon(enc, decoders[l], x, l, bf16) for l in levels]
+        if args.style_weight > 0:  # each crop stylised at the deepest level with the next one
+            layer = LEVEL_LAYERS[max(levels)]
+            cf, sf = ff.encode(enc, x, layer, bf16)[layer], ff.encode(enc, x.flip(0), layer, bf16)[layer]
+            t = torch.cat([wct_target(cf[i:i + 1], sf[i:i + 1]) for i in range(len(x))])
+            rows.append(ff.decode(decoders[max(levels)], t, bf16).clamp(0, 1))
+        return rows
+
+    train_loop("wct", args, images, models, {"decoders": opt}, device, callback, losses, sample,
+               meta, extra_state=extra)
     return Path(args.out)
+
+
+def _first_weight(dec) -> str:
+    return next(k for k, v in dec.state_dict().items() if v.dim() == 4)
+
+
+def _small_encoder(path, levels):
+    """(SmallEncoder, file tensors, metadata) of a `brushwork train distill` file; checked
+    before any data is loaded."""
+    from ..blocks import SmallEncoder
+
+    if not Path(path).is_file():
+        raise BrushworkError(f"--encoder-weights {path}: file not found")
+    state, meta = shipped.load_weights(path)
+    if meta.get("method") != "distill":
+        raise BrushworkError(f"--encoder-weights {path}: not a distilled encoder file (method "
+                             f"{meta.get('method')!r}); make one with `brushwork train distill`")
+    enc = SmallEncoder(int(meta.get("encoder_level", 4)), float(meta.get("encoder_width", 0.25)))
+    if max(levels) > enc.level:
+        raise BrushworkError(f"--encoder-weights {path}: the encoder stops at relu{enc.level}_1; "
+                             f"--levels may not go above {enc.level}")
+    training.load_prefixed(enc, "encoder", state, f"--encoder-weights {path}")
+    return enc, state, meta
 
 
 # ----------------------------------------------- --init-decoder (linear and sanet trainers)
