@@ -56,7 +56,7 @@ def wct_target(cf: torch.Tensor, sf: torch.Tensor, mask: torch.Tensor | None = N
 class WCT:
     name = "wct"
     summary = ("WCT (Li et al. 2017): whitening-colouring coarse to fine, relu5_1..relu1_1, a "
-               "decoder per level (shipped: levels 4..1)")
+               "decoder per level (shipped: levels 4..1); --encoder small: the distilled encoder")
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE, LEVELS)}
 
     def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None):
@@ -98,8 +98,9 @@ class WCT:
         content, styles, masks, content_rgb = ff.prepare(content, styles, c, self.device)
         hw = tuple(content.shape[-2:])
         mult = 2 ** (max(levels) - 1)
-        x = ff.pad_to_multiple(content, mult)
-        pm = None if masks is None else [ff.pad_to_multiple(m, mult) for m in masks]
+        b = min(ff.BORDER, hw[0] - 1, hw[1] - 1)  # reflected margin: no dark frame at the edges
+        x = ff.with_border(content, b, mult)
+        pm = None if masks is None else [ff.with_border(m, b, mult) for m in masks]
         for i, level in enumerate(levels):
             layer = LEVEL_LAYERS[level]
             stride = 2 ** (level - 1)
@@ -110,7 +111,7 @@ class WCT:
             t = ff.combine(cf, targets, weights, pm, c["strength"])
             x = ff.decode_big(self.decoders[level], t, self.bf16, stride)
             emit(callback, Progress(self.name, "step", i + 1, len(levels), elapsed=clock()))
-        out = ff.finish(x[..., :hw[0], :hw[1]], hw, content_rgb)
+        out = ff.finish(x[..., b:b + hw[0], b:b + hw[1]], hw, content_rgb)
         emit(callback, Progress(self.name, "done", len(levels), len(levels), size=hw,
                                 elapsed=clock()))
         return out
