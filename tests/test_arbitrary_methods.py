@@ -129,14 +129,17 @@ def test_methods_registered():
         assert name in METHODS and METHODS[name].summary
 
 
-SHIPPED = ["adain", "wct", "styleswap", "linear", "sanet"]  # methods whose default weights ship in the package
+# methods (and encoder) whose default weights ship in the package
+SHIPPED = ["adain", "wct", "styleswap", "linear", "sanet", "adain:small", "wct:small"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_weights_load_checked_and_stylise(name):
     from brushwork.methods import METHODS
 
-    model = METHODS[name](bf16=False)  # default file, sha256 checked against MANIFEST.json
+    name, _, encoder = name.partition(":")
+    options = {"encoder": encoder} if encoder else {}
+    model = METHODS[name](bf16=False, **options)  # default file, sha256 checked (MANIFEST.json)
     g = torch.Generator().manual_seed(0)
     content = torch.rand(1, 3, 48, 64, generator=g) * 0.2 + 0.4   # grey-ish photo
     style = torch.zeros(1, 3, 64, 64)

@@ -26,9 +26,10 @@ from ..vgg import VGG19
 from . import _feedforward as ff
 
 DEFAULT_FILE = "wct_vgg.safetensors"
-DEFAULT_SMALL_FILE = "distill_small.safetensors"
+DEFAULT_SMALL_FILE = "wct_small.safetensors"
 TRAIN_HINT = "brushwork train wct --content DIR --styles DIR --out FILE"
-SMALL_HINT = "brushwork train distill --content DIR --styles DIR --out FILE"
+SMALL_HINT = ("brushwork train distill --content DIR --styles DIR --out DISTILLED, then brushwork "
+              "train wct --encoder-weights DISTILLED --content DIR --styles DIR --out FILE")
 
 LEVELS = Control("levels", "str_list", None,
                  "WCT levels to apply, coarse to fine (e.g. 5,4,3,2,1; default: all in the file)")
