@@ -90,6 +90,8 @@ def build_method(name: str, args):
     opts = {}
     if name == "adain" and args.adain_weights:
         opts["weights"] = args.adain_weights
+    if name.endswith("-small"):  # adain-small, wct-small: the distilled encoder's shipped files
+        name, opts["encoder"] = name[: -len("-small")], "small"
     return METHODS[name](**opts)
 
 

@@ -42,7 +42,7 @@ class AdaIN:
     name = "adain"
     summary = ("AdaIN (Huang & Belongie 2017): one forward pass, any style; channel statistics at "
                "relu4_1 or relu3_1 (the shipped model: relu3_1); --encoder small: the distilled "
-               "encoder, ~6x faster")
+               "encoder, ~7x faster")
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE)}
 
     def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None):
