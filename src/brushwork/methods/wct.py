@@ -2,12 +2,15 @@
 
 Coarse to fine, at relu5_1, relu4_1, ..., relu1_1: encode the current image, whiten the content
 features and colour them with the style's covariance and mean (eigendecomposition in float64),
-blend with the content features by ``strength``, decode with that level's decoder. Decoders are
-trained only for reconstruction (pixel + feature loss), so no style is ever seen in training.
+blend with the content features by ``strength``, decode with that level's decoder. The input
+gets a reflected 16 px margin first (cropped at the end), so the encoder's zero padding leaves no
+frame. Decoders are trained for reconstruction (pixel + feature loss), as in the paper; with
+``--style-weight`` (ours) also on WCT-transformed features under a VGG19 mean/std loss.
 
 Weight files: ``decoder{L}.*`` tensors for each level L in the ``levels`` metadata. With
-``encoder="small"`` the file from ``brushwork train distill`` is used as is (its decoders are
-reconstruction decoders for the distilled encoder).
+``encoder="small"`` (default file ``wct_small.safetensors``) the file also holds the distilled
+encoder (``encoder.*``): from ``brushwork train wct --encoder-weights DISTILLED`` or a
+``brushwork train distill`` file used as is (its reconstruction decoders).
 """
 from __future__ import annotations
 
@@ -183,7 +186,8 @@ def stylise_losses(enc, vgg, decoders: dict, x, bf16, device, style_weight, feat
             vs = vgg(style, vgg_layers)
         with training.autocast(device, bf16):
             y = dec(t).float()
-        feat = F.mse_loss(ff.encode(enc, y, layer, bf16)[layer], t) / t.pow(2).mean().clamp_min(1e-8)
+        yf = ff.encode(enc, y, layer, bf16)[layer]
+        feat = F.mse_loss(yf, t) / t.pow(2).mean().clamp_min(1e-8)
         vy, st = vgg(y, vgg_layers), 0.0
         for name in vgg_layers:
             (ym, ys), (sm, ss) = mean_std(vy[name]), mean_std(vs[name])
@@ -248,7 +252,8 @@ def run(args, callback=None) -> Path:
         rows = [x] + [_recon(enc, decoders[l], x, l, bf16) for l in levels]
         if args.style_weight > 0:  # each crop stylised at the deepest level with the next one
             layer = LEVEL_LAYERS[max(levels)]
-            cf, sf = ff.encode(enc, x, layer, bf16)[layer], ff.encode(enc, x.flip(0), layer, bf16)[layer]
+            cf = ff.encode(enc, x, layer, bf16)[layer]
+            sf = ff.encode(enc, x.flip(0), layer, bf16)[layer]
             t = torch.cat([wct_target(cf[i:i + 1], sf[i:i + 1]) for i in range(len(x))])
             rows.append(ff.decode(decoders[max(levels)], t, bf16).clamp(0, 1))
         return rows
