@@ -96,6 +96,22 @@ def make_encoder(meta: dict, state: dict, device, bf16: bool, last_layer: str, p
     raise BrushworkError(f"{path}: unknown encoder {kind!r} in metadata")
 
 
+def load_distilled(path) -> tuple[SmallEncoder, dict, dict]:
+    """(student encoder, file tensors, metadata) of a `brushwork train distill` file, the
+    ``--encoder-weights`` of the adain and wct trainers; one-line errors for a missing or
+    foreign file."""
+    if not Path(path).is_file():
+        raise BrushworkError(f"--encoder-weights {path}: file not found")
+    state, meta = shipped.load_weights(path)
+    if meta.get("method") != "distill":
+        raise BrushworkError(f"--encoder-weights {path}: not a distilled encoder file (method "
+                             f"{meta.get('method')!r}); make one with `brushwork train distill`")
+    enc = SmallEncoder(int(meta.get("encoder_level", 4)),
+                       meta_float(meta, "encoder_width", 0.25, path))
+    training.load_prefixed(enc, "encoder", state, f"--encoder-weights {path}")
+    return enc, state, meta
+
+
 def encode(enc, x: torch.Tensor, layers, bf16: bool) -> dict[str, torch.Tensor]:
     """Features as float32, contiguous (NCHW) tensors; the convs run in NHWC (channels last),
     2-3x faster on CPU."""

@@ -163,7 +163,7 @@ def run(args, callback=None) -> Path:
             "encoder": "vgg"}
     enc_state = {}
     if args.encoder_weights:
-        enc = _small_encoder(args.encoder_weights)
+        enc = ff.load_distilled(args.encoder_weights)[0]
         enc.to(device).eval().requires_grad_(False)
         enc_state = training.prefixed_state("encoder", enc)
         meta.update(encoder="small", encoder_level=str(enc.level), encoder_width=str(enc.width))
@@ -235,7 +235,7 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
     level, width = int(probe.get("level", 4)), float(probe.get("width", 1.0))
     state, enc_meta, in_ch = {}, {"encoder": "vgg"}, None
     if probe.get("encoder_weights"):  # the decoder's encoder: the file the run was trained on
-        enc = _small_encoder(probe["encoder_weights"])
+        enc = ff.load_distilled(probe["encoder_weights"])[0]
         state = training.prefixed_state("encoder", enc)
         in_ch = enc.channels[LEVEL_LAYERS[level]]
         enc_meta = {"encoder": "small", "encoder_level": str(enc.level),
@@ -251,16 +251,3 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
             **(extra_meta or {})}
     state.update(training.prefixed_state("decoder", dec))
     return training.save_weights(state, out, fp16=fp16, metadata=meta)
-
-
-def _small_encoder(path):
-    """The distilled encoder of a `brushwork train distill` file (frozen weights)."""
-    from ..blocks import SmallEncoder
-    from ..shipped import load_weights
-
-    est, emeta = load_weights(path)
-    if emeta.get("method") != "distill":
-        raise BrushworkError(f"{path}: not a distilled encoder file")
-    enc = SmallEncoder(int(emeta.get("encoder_level", 4)), float(emeta["encoder_width"]))
-    training.load_prefixed(enc, "encoder", est, str(path))
-    return enc

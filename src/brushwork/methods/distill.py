@@ -50,7 +50,8 @@ def prune_from_vgg(student: SmallEncoder, x: torch.Tensor, embeds=None,
     channels. The first layer is rewritten for the student's input (RGB in [-1, 1] instead of
     Caffe's BGR 0-255 minus mean); all layers are then scaled (ReLU nets are positively
     homogeneous) so the deepest features have RMS ``target_rms``. ``embeds`` (level -> 1x1
-    conv), if given, start as the map putting each kept channel back in its teacher slot."""
+    conv), if given, start as the map putting each kept channel back in its teacher slot.
+    The ranking runs in float32 (the training teacher may run under bf16 autocast)."""
     state = load_vgg19_state()
     teacher = VGG19(last_layer=student.names[-1]).to(x.device)
     acts = teacher(x, student.names)
@@ -75,11 +76,12 @@ def prune_from_vgg(student: SmallEncoder, x: torch.Tensor, embeds=None,
     for conv in student.convs:
         conv.bias.mul_(scale)
     if embeds is not None:  # teacher features are compared at unit RMS (distill_losses)
+        feats = student(x, [LEVEL_LAYERS[int(level)] for level in embeds])
         for level, emb in embeds.items():
             layer, idx = LEVEL_LAYERS[int(level)], kept[LEVEL_LAYERS[int(level)]]
             ratio = (acts[layer][:, idx].pow(2).mean().sqrt()
                      / acts[layer].pow(2).mean().sqrt().clamp_min(1e-4)
-                     / student(x, layer)[layer].pow(2).mean().sqrt().clamp_min(1e-4))
+                     / feats[layer].pow(2).mean().sqrt().clamp_min(1e-4))
             emb.weight.zero_()
             emb.bias.zero_()
             emb.weight[idx, torch.arange(len(idx)), 0, 0] = ratio.item()

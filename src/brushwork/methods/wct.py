@@ -171,19 +171,25 @@ def recon_losses(enc, decoders: dict, x, bf16, device, feature_weight, feats=Non
     return total, parts
 
 
-def stylise_losses(enc, vgg, decoders: dict, x, bf16, device, style_weight, feature_weight):
+def batch_wct(cf: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
+    """``wct_target`` of each item of a batch with the matching item of ``sf``."""
+    return torch.cat([wct_target(cf[i:i + 1], sf[i:i + 1]) for i in range(len(cf))])
+
+
+def stylise_losses(enc, vgg, decoders: dict, x, bf16, device, style_weight, feature_weight,
+                   feats):
     """Decoders on WCT-transformed features: each crop of ``x`` stylised with the batch's
     reversed order as styles; relative feature MSE of the re-encoded output to the target, plus
-    ``style_weight`` x relative mean/std MSE of VGG19 relu1_1..relu{L}_1 to the style."""
-    style = x.flip(0)
+    ``style_weight`` x relative mean/std MSE of VGG19 relu1_1..relu{L}_1 to the style.
+    ``feats``: ``x``'s encoder features at every level of ``decoders`` (as recon_losses')."""
     total, parts = 0.0, {}
+    deepest = max(decoders)
+    with torch.no_grad():  # once for all levels
+        vs = vgg(x.flip(0), [LEVEL_LAYERS[l] for l in range(1, deepest + 1)])
     for level, dec in decoders.items():
         layer, vgg_layers = LEVEL_LAYERS[level], [LEVEL_LAYERS[l] for l in range(1, level + 1)]
-        with torch.no_grad():
-            cf = ff.encode(enc, x, layer, bf16)[layer]
-            sf = ff.encode(enc, style, layer, bf16)[layer]
-            t = torch.cat([wct_target(cf[i:i + 1], sf[i:i + 1]) for i in range(len(x))])
-            vs = vgg(style, vgg_layers)
+        with torch.no_grad():  # the styles are the crops reversed: their features too
+            t = batch_wct(feats[layer], feats[layer].flip(0))
         with training.autocast(device, bf16):
             y = dec(t).float()
         yf = ff.encode(enc, y, layer, bf16)[layer]
@@ -216,8 +222,13 @@ def run(args, callback=None) -> Path:
     weight file."""
     if args.style_weight < 0:
         raise BrushworkError("--style-weight must be >= 0")
-    small = _small_encoder(args.encoder_weights, parse_levels(args.levels)) \
-        if args.encoder_weights else None
+    small = None
+    if args.encoder_weights:  # checked before any data is loaded
+        small = ff.load_distilled(args.encoder_weights)
+        if max(parse_levels(args.levels)) > small[0].level:
+            raise BrushworkError(f"--encoder-weights {args.encoder_weights}: the encoder stops "
+                                 f"at relu{small[0].level}_1; --levels may not go above "
+                                 f"{small[0].level}")
     levels, device, bf16, images, vgg = recon_setup(args)
     meta = {"method": "wct", "levels": ",".join(map(str, levels)), "width": str(args.width),
             "encoder": "vgg", "style_weight": str(args.style_weight)}
@@ -231,7 +242,7 @@ def run(args, callback=None) -> Path:
     for l in levels:
         in_ch = enc.channels[LEVEL_LAYERS[l]] if small is not None else None
         decoders[l] = decoder(l, args.width, in_ch)
-        if small is not None and f"decoder{l}.{_first_weight(decoders[l])}" in dstate \
+        if small is not None and any(k.startswith(f"decoder{l}.") for k in dstate) \
                 and math.isclose(float(dmeta.get("width", -1)), args.width):
             training.load_prefixed(decoders[l], f"decoder{l}", dstate, args.encoder_weights)
         decoders[l].to(device)
@@ -240,10 +251,12 @@ def run(args, callback=None) -> Path:
     opt = torch.optim.Adam(params, lr=args.lr)
 
     def losses(x):
-        total, parts = recon_losses(enc, decoders, x, bf16, device, args.feature_weight)
+        with torch.no_grad():
+            feats = ff.encode(enc, x, [LEVEL_LAYERS[l] for l in levels], bf16)
+        total, parts = recon_losses(enc, decoders, x, bf16, device, args.feature_weight, feats)
         if args.style_weight > 0:
             t2, p2 = stylise_losses(enc, vgg, decoders, x, bf16, device, args.style_weight,
-                                    args.feature_weight)
+                                    args.feature_weight, feats)
             total = total + t2
             parts = {**parts, **p2, "total": float(total.detach())}
         return total, parts
@@ -253,37 +266,13 @@ def run(args, callback=None) -> Path:
         if args.style_weight > 0:  # each crop stylised at the deepest level with the next one
             layer = LEVEL_LAYERS[max(levels)]
             cf = ff.encode(enc, x, layer, bf16)[layer]
-            sf = ff.encode(enc, x.flip(0), layer, bf16)[layer]
-            t = torch.cat([wct_target(cf[i:i + 1], sf[i:i + 1]) for i in range(len(x))])
+            t = batch_wct(cf, cf.flip(0))
             rows.append(ff.decode(decoders[max(levels)], t, bf16).clamp(0, 1))
         return rows
 
     train_loop("wct", args, images, models, {"decoders": opt}, device, callback, losses, sample,
                meta, extra_state=extra)
     return Path(args.out)
-
-
-def _first_weight(dec) -> str:
-    return next(k for k, v in dec.state_dict().items() if v.dim() == 4)
-
-
-def _small_encoder(path, levels):
-    """(SmallEncoder, file tensors, metadata) of a `brushwork train distill` file; checked
-    before any data is loaded."""
-    from ..blocks import SmallEncoder
-
-    if not Path(path).is_file():
-        raise BrushworkError(f"--encoder-weights {path}: file not found")
-    state, meta = shipped.load_weights(path)
-    if meta.get("method") != "distill":
-        raise BrushworkError(f"--encoder-weights {path}: not a distilled encoder file (method "
-                             f"{meta.get('method')!r}); make one with `brushwork train distill`")
-    enc = SmallEncoder(int(meta.get("encoder_level", 4)), float(meta.get("encoder_width", 0.25)))
-    if max(levels) > enc.level:
-        raise BrushworkError(f"--encoder-weights {path}: the encoder stops at relu{enc.level}_1; "
-                             f"--levels may not go above {enc.level}")
-    training.load_prefixed(enc, "encoder", state, f"--encoder-weights {path}")
-    return enc, state, meta
 
 
 # ----------------------------------------------- --init-decoder (linear and sanet trainers)
