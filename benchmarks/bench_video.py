@@ -120,7 +120,7 @@ def method_controls(name: str, args) -> dict:
 
 def run(method, frames, style, mode, controls, args):
     ts = TemporalStylizer(method, mode, blend=args.blend, temporal_weight=args.temporal_weight,
-                          post_blend=args.post_blend)
+                          post_blend=args.post_blend, resample=args.resample)
     # built-in-style models (cin, johnson, asma) take no style image
     styles = [style] if getattr(method, "needs_style", True) else []
     outs, t0 = [], time.perf_counter()
@@ -140,6 +140,8 @@ def main(argv=None):
     p.add_argument("--temporal-weight", type=float, default=None)
     p.add_argument("--blend", type=float, default=None)
     p.add_argument("--post-blend", type=float, default=None)
+    p.add_argument("--resample", choices=("linear", "lanczos"), default=None,
+                   help="warp of the previous result (default: the method's own, else linear)")
     p.add_argument("--style", default=str(DEFAULT_STYLE))
     p.add_argument("--background", default=str(DEFAULT_BG))
     p.add_argument("--sprite", default=str(DEFAULT_SPRITE))
@@ -156,7 +158,7 @@ def main(argv=None):
     from brushwork.temporal import TemporalStylizer as _T
     import inspect
     defaults = {k: v.default for k, v in inspect.signature(_T.__init__).parameters.items()}
-    for k in ("temporal_weight", "blend", "post_blend"):
+    for k in ("temporal_weight", "post_blend"):  # blend: None = the method's own default
         if getattr(args, k) is None:
             setattr(args, k, defaults[k])
 

@@ -342,3 +342,64 @@ def test_shipped_asma_file_paints_each_artist_differently():
         assert y.shape == (1, 3, 48, 64) and 0 <= y.min() and y.max() <= 1
     assert (outs[0] - outs[1]).abs().mean() > 1e-3
     assert (m.stylize(x, controls={"artist": "claude_monet", "stroke": 4.0}) - outs[0]).abs().max() > 1e-3
+
+
+def _guide_classifier(data, out, layers="relu1_1,relu2_1,relu3_1,relu4_1"):
+    return classifier.run(_parse(classifier.add_arguments, [
+        "--styles", data / "artists", "--out", out, "--min-images", 2, "--holdout", 0.25,
+        "--size", 32, "--epochs", 200, "--hidden", 16, "--layers", layers]))
+
+
+def test_classifier_layers_option_round_trips(data, tmp_path):
+    out = tmp_path / "clf4.safetensors"
+    r = _guide_classifier(data, out, "relu2_1,relu1_1")      # any order: kept in network order
+    assert r["accuracy"]["overall"] == 1.0
+    clf = classifier.ArtistClassifier.load(out)
+    assert clf.layers == ("relu1_1", "relu2_1")
+    assert clf.feat_mean.shape == (2 * (64 + 128),)
+    stripes = training.load_folder(data / "artists/alpha", 48)[0][None].float() / 255
+    assert clf.predict(stripes) == ["alpha"]
+    # statistics_of matches the no-grad path and carries gradients
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    vgg = clf.vgg()
+    s = classifier.statistics_of(vgg(x, list(clf.layers)), clf.layers)
+    assert torch.allclose(s, classifier.vgg_statistics(vgg, x.detach(), None, clf.layers),
+                          atol=1e-5)
+    s.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(BrushworkError, match="--layers"):
+        classifier.parse_layers("relu4_2")
+
+
+def test_asma_classifier_term_and_init(data, tmp_path):
+    clf = tmp_path / "guide.safetensors"
+    _guide_classifier(data, clf)
+    out = tmp_path / "asma_clf.safetensors"
+    base = ["--styles", data / "artists", "--content", data / "content", "--preset", "cpu",
+            "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32, "--batch", 2,
+            "--min-images", 2, "--style-load-size", 48, "--no-bf16", "--warmup", 0]
+    r = asma.run(_parse(asma.add_arguments, base + [
+        "--out", out, "--steps", 2, "--classifier", clf, "--classifier-weight", 1.0]))
+    assert np.isfinite(r["losses"]["classifier"]) and r["losses"]["classifier"] > 0
+    # --init starts the generator from a weight file: with lr ~0 the result is that file
+    again = tmp_path / "asma_init.safetensors"
+    asma.run(_parse(asma.add_arguments, base + [
+        "--out", again, "--steps", 1, "--init", out, "--lr", 1e-12, "--ema", 0]))
+    a, b = training.load_weights(out), training.load_weights(again)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    # mismatches are one-line errors
+    with pytest.raises(BrushworkError, match="go together"):
+        asma.run(_parse(asma.add_arguments, base + ["--out", again, "--steps", 1,
+                                                     "--classifier", clf]))
+    g = asma.Generator(3, 4, 1, "film", "bilinear", "reflect")
+    with pytest.raises(BrushworkError, match="artists"):
+        asma.init_generator(g, out, ["alpha", "beta", "gamma"])
+    wide = asma.Generator(2, 8, 1, "film", "bilinear", "reflect")
+    with pytest.raises(BrushworkError, match="network"):
+        asma.init_generator(wide, out, ["alpha", "beta"])
+    deep = tmp_path / "deep.safetensors"
+    _guide_classifier(data, deep, "relu1_1,relu5_1")
+    with pytest.raises(BrushworkError, match="relu5_1"):
+        asma.guidance_classifier(deep, ["alpha", "beta"], torch.device("cpu"))
+    with pytest.raises(BrushworkError, match="does not know"):
+        asma.guidance_classifier(clf, ["alpha", "gamma"], torch.device("cpu"))

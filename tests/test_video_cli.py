@@ -77,3 +77,19 @@ def test_cli_unsupported_codec(setup, capsys):
     err = capsys.readouterr().err
     assert rc == 2 and "cannot be stored in a .webm file" in err and err.count("\n") == 1
     assert not (tmp / "o.webm").exists()
+
+
+def test_cli_flow_blend_and_resample(setup, capsys):
+    tmp, clip, style = setup
+    out = tmp / "sticky.mp4"
+    assert cli.main(["video", str(clip), "-s", str(style), "-m", "toy", "-o", str(out),
+                     "--size", "0", "--flow-blend", "0.95", "--flow-resample", "lanczos"]) == 0
+    assert stream_facts(out)["frames"] == 10
+    assert cli.main(["eval", "video", str(clip), str(out)]) == 0
+    sticky = float(capsys.readouterr().out.strip().splitlines()[-1].split()[2])
+    plain = tmp / "plain.mp4"
+    assert cli.main(["video", str(clip), "-s", str(style), "-m", "toy", "-o", str(plain),
+                     "--size", "0", "--consistency", "none"]) == 0
+    capsys.readouterr()
+    assert cli.main(["eval", "video", str(clip), str(plain)]) == 0
+    assert sticky < 0.3 * float(capsys.readouterr().out.strip().splitlines()[-1].split()[2])

@@ -27,7 +27,14 @@ from .shipped import load_weights, meta_json, resolve_weights, save_weights
 from .vgg import LAYER_CHANNELS, VGG19
 
 FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-FEATURE_DIM = 2 * sum(LAYER_CHANNELS[n] for n in FEATURE_LAYERS)
+RELU_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+def feature_dim(layers=FEATURE_LAYERS) -> int:
+    return 2 * sum(LAYER_CHANNELS[n] for n in layers)
+
+
+FEATURE_DIM = feature_dim()
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 SHIPPED_FILE = "artist_classifier.safetensors"
 TRAIN_HINT = "brushwork train classifier --styles DIR --out artist_classifier.safetensors"
@@ -39,17 +46,23 @@ def short_side(x: torch.Tensor, size: int) -> torch.Tensor:
     return resize(x, (max(1, round(h * s)), max(1, round(w * s))))
 
 
-@torch.no_grad()
-def vgg_statistics(vgg: VGG19, x: torch.Tensor, size: int | None = 256) -> torch.Tensor:
-    """(B, 3, H, W) in [0, 1] -> (B, FEATURE_DIM) channel means and stds of FEATURE_LAYERS."""
-    if size is not None:
-        x = short_side(x, size)
-    feats = vgg(x, list(FEATURE_LAYERS))
+def statistics_of(feats: dict, layers=FEATURE_LAYERS) -> torch.Tensor:
+    """VGG features {layer: (B, C, H, W)} -> (B, feature_dim(layers)) channel means and stds
+    (differentiable: asma's ``--classifier-weight`` trains through it)."""
     out = []
-    for name in FEATURE_LAYERS:
-        h = feats[name].flatten(2)
+    for name in layers:
+        h = feats[name].float().flatten(2)
         out += [h.mean(2), h.std(2)]
     return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def vgg_statistics(vgg: VGG19, x: torch.Tensor, size: int | None = 256,
+                   layers=FEATURE_LAYERS) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, feature_dim(layers)) channel means and stds."""
+    if size is not None:
+        x = short_side(x, size)
+    return statistics_of(vgg(x, list(layers)), layers)
 
 
 def standardize(feats, mean, std, clip: float = 6.0):
@@ -62,16 +75,18 @@ class ArtistClassifier(nn.Module):
     """Standardised VGG statistics -> MLP -> one logit per artist."""
 
     def __init__(self, classes: list[str], hidden: int = 256, dropout: float = 0.3,
-                 size: int = 256):
+                 size: int = 256, layers=FEATURE_LAYERS):
         super().__init__()
         if len(classes) < 2:
             raise BrushworkError("an artist classifier needs at least two classes")
         self.classes = list(classes)
         self.size = size
         self.hidden = hidden
-        self.register_buffer("feat_mean", torch.zeros(FEATURE_DIM))
-        self.register_buffer("feat_std", torch.ones(FEATURE_DIM))
-        self.head = nn.Sequential(nn.Linear(FEATURE_DIM, hidden), nn.ReLU(), nn.Dropout(dropout),
+        self.layers = tuple(layers)
+        dim = feature_dim(self.layers)
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.register_buffer("feat_std", torch.ones(dim))
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout),
                                   nn.Linear(hidden, len(classes)))
         self._vgg = None
 
@@ -80,7 +95,7 @@ class ArtistClassifier(nn.Module):
 
     def vgg(self) -> VGG19:
         if self._vgg is None:
-            self._vgg = VGG19(last_layer="relu5_1", autocast=True)
+            self._vgg = VGG19(last_layer=self.layers[-1], autocast=True)
         return self._vgg
 
     @torch.no_grad()
@@ -88,7 +103,7 @@ class ArtistClassifier(nn.Module):
         """A (B, 3, H, W) batch or a list of (1, 3, H, W) images in [0, 1] -> (B, N) probs."""
         self.eval()
         batch = images if isinstance(images, (list, tuple)) else [images]
-        feats = torch.cat([vgg_statistics(self.vgg(), x, self.size) for x in batch])
+        feats = torch.cat([vgg_statistics(self.vgg(), x, self.size, self.layers) for x in batch])
         return F.softmax(self(feats), dim=1)
 
     def predict(self, images) -> list[str]:
@@ -97,7 +112,7 @@ class ArtistClassifier(nn.Module):
     def save(self, path, extra: dict | None = None) -> str:
         """Write safetensors with the classes and settings as metadata; returns the sha256."""
         meta = {"kind": "artist_classifier", "classes": json.dumps(self.classes),
-                "layers": json.dumps(list(FEATURE_LAYERS)), "size": str(self.size),
+                "layers": json.dumps(list(self.layers)), "size": str(self.size),
                 "hidden": str(self.hidden), **(extra or {})}
         return save_weights({k: v for k, v in self.state_dict().items()}, path, meta)
 
@@ -107,8 +122,9 @@ class ArtistClassifier(nn.Module):
         state, meta = load_weights(path)
         if meta.get("kind") != "artist_classifier":
             raise BrushworkError(f"{path}: not an artist classifier weight file")
+        layers = meta_json(meta, "layers", "classifier") if "layers" in meta else FEATURE_LAYERS
         model = cls(meta_json(meta, "classes", "classifier"), hidden=int(meta.get("hidden", 256)),
-                    size=int(meta.get("size", 256)))
+                    size=int(meta.get("size", 256)), layers=layers)
         model.load_state_dict(state)
         model.holdout = float(meta.get("holdout", 0.2))  # the split, to find held-out paintings
         model.split_seed = int(meta.get("seed", 0))
@@ -153,7 +169,8 @@ def random_crop(x: torch.Tensor, rng: random.Random, low: float = 0.55, high: fl
     return x[..., top:top + ch, left:left + cw]
 
 
-def extract(vgg, items, size, crops: int, seed: int, callback=None, what="features"):
+def extract(vgg, items, size, crops: int, seed: int, callback=None, what="features",
+            layers=FEATURE_LAYERS):
     """VGG statistics of every image (plus ``crops`` random crops each) -> (feats, labels)."""
     rng = random.Random(seed)
     feats, labels, clock = [], [], Clock()
@@ -161,7 +178,7 @@ def extract(vgg, items, size, crops: int, seed: int, callback=None, what="featur
         x = load_image(path)
         views = [x] + [random_crop(x, rng) for _ in range(crops)]
         for v in views:
-            feats.append(vgg_statistics(vgg, v, size))
+            feats.append(vgg_statistics(vgg, v, size, layers))
             labels.append(label)
         if callback is not None and (i % 20 == 0 or i == len(items) - 1):
             emit(callback, Progress("classifier", "step", i + 1, len(items), elapsed=clock(),
@@ -203,6 +220,16 @@ def accuracy_table(model, feats, labels) -> dict[str, float]:
     return table
 
 
+def parse_layers(text: str) -> tuple[str, ...]:
+    """'relu1_1,relu2_1' -> a tuple of ReLU layers in network order (unknown names raise)."""
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    bad = [n for n in names if n not in RELU_LAYERS]
+    if not names or bad:
+        raise BrushworkError(f"--layers: choose from {', '.join(RELU_LAYERS)}"
+                             + (f" (unknown: {', '.join(bad)})" if bad else ""))
+    return tuple(n for n in RELU_LAYERS if n in names)
+
+
 def add_arguments(p):
     p.add_argument("--styles", required=True, help="folder of artist sub-folders of paintings")
     p.add_argument("--out", required=True, help="output .safetensors file")
@@ -213,6 +240,10 @@ def add_arguments(p):
     p.add_argument("--epochs", type=int, default=300)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", default=",".join(FEATURE_LAYERS),
+                   help="VGG layers whose channel means/stds are the features, comma-separated "
+                        "(default relu1_1..relu5_1; relu1_1..relu4_1 gives a classifier asma "
+                        "can train against: --classifier-weight)")
     p.add_argument("--cache", default=None, help="optional .pt file caching the VGG features")
     p.add_argument("--final", action="store_true",
                    help="after reporting held-out accuracy, refit on all paintings")
@@ -222,29 +253,36 @@ def run(args, callback=None) -> dict:
     """Train, report held-out accuracy; returns {'accuracy': table, 'out': path, ...}."""
     torch.manual_seed(args.seed)
     clock = Clock()
+    layers = parse_layers(args.layers)
     folders = artist_folders(args.styles, args.min_images)
     train, test = split_by_painting(folders, args.holdout, args.seed)
-    vgg = VGG19(last_layer="relu5_1", autocast=True)
+    vgg = VGG19(last_layer=layers[-1], autocast=True)
     cache = Path(args.cache) if args.cache else None
     key = {"styles": str(Path(args.styles).resolve()), "size": args.size, "crops": args.crops,
            "holdout": args.holdout, "seed": args.seed, "classes": list(folders)}
+    if layers != FEATURE_LAYERS:
+        key["layers"] = list(layers)
     data = None
     if cache is not None and cache.exists():
         data = torch.load(cache, weights_only=True)
         if json.loads(data["key"]) != key:
             data = None
     if data is None:
-        xtr, ytr = extract(vgg, train, args.size, args.crops, args.seed, callback, "train features")
-        xte, yte = (extract(vgg, test, args.size, 0, args.seed, callback, "held-out features")
-                    if test else (torch.zeros(0, FEATURE_DIM), torch.zeros(0, dtype=torch.long)))
+        xtr, ytr = extract(vgg, train, args.size, args.crops, args.seed, callback,
+                           "train features", layers)
+        xte, yte = (extract(vgg, test, args.size, 0, args.seed, callback, "held-out features",
+                            layers)
+                    if test else (torch.zeros(0, feature_dim(layers)),
+                                  torch.zeros(0, dtype=torch.long)))
         data = {"key": json.dumps(key), "xtr": xtr, "ytr": ytr, "xte": xte, "yte": yte}
         if cache is not None:
             torch.save(data, cache)
-    model = ArtistClassifier(list(folders), hidden=args.hidden, size=args.size)
+    model = ArtistClassifier(list(folders), hidden=args.hidden, size=args.size, layers=layers)
     loss = fit_head(model, data["xtr"], data["ytr"], epochs=args.epochs, seed=args.seed)
     table = accuracy_table(model, data["xte"], data["yte"]) if len(data["yte"]) else {}
     if args.final and len(data["yte"]):
-        model = ArtistClassifier(list(folders), hidden=args.hidden, size=args.size)
+        model = ArtistClassifier(list(folders), hidden=args.hidden, size=args.size,
+                                 layers=layers)
         fit_head(model, torch.cat([data["xtr"], data["xte"]]),
                  torch.cat([data["ytr"], data["yte"]]), epochs=args.epochs, seed=args.seed)
     extra = {"heldout_accuracy": json.dumps(table), "n_train": str(len(train)),

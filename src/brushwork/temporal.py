@@ -34,6 +34,7 @@ from .protocol import Progress
 
 CONSISTENCY_MODES = ("none", "flow")
 FLOW_METHODS = ("dis", "farneback")
+RESAMPLING = ("linear", "lanczos")
 
 
 def _cv2():
@@ -97,21 +98,27 @@ def optical_flow(a: torch.Tensor, b: torch.Tensor, method: str = "dis") -> np.nd
     return FlowEstimator(method)(a, b)
 
 
-def _remap(a: np.ndarray, flow: np.ndarray) -> np.ndarray:
+def _remap(a: np.ndarray, flow: np.ndarray, resample: str = "linear") -> np.ndarray:
     cv2 = _cv2()
     h, w = flow.shape[:2]
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    return cv2.remap(a, gx + flow[..., 0], gy + flow[..., 1], interpolation=cv2.INTER_LINEAR,
+    mode = {"linear": cv2.INTER_LINEAR, "lanczos": cv2.INTER_LANCZOS4}[resample]
+    return cv2.remap(a, gx + flow[..., 0], gy + flow[..., 1], interpolation=mode,
                      borderMode=cv2.BORDER_REPLICATE)
 
 
-def warp(image: torch.Tensor, flow: np.ndarray) -> torch.Tensor:
-    """Backward-warp ``image`` (1, C, H, W): ``out(x) = image(x + flow(x))``, bilinear."""
+def warp(image: torch.Tensor, flow: np.ndarray, resample: str = "linear") -> torch.Tensor:
+    """Backward-warp ``image`` (1, C, H, W): ``out(x) = image(x + flow(x))``, bilinear, or with
+    ``resample="lanczos"`` the 8x8 Lanczos kernel: sharper, so that an image warped again and
+    again (a result carried along the flow for many frames) is not blurred a little more each
+    time."""
     if tuple(image.shape[-2:]) != flow.shape[:2]:
         raise BrushworkError(f"flow of size {flow.shape[:2]} does not match image "
                              f"{tuple(image.shape[-2:])}")
-    return _chw(_remap(_hwc(image), flow)).clamp(0, 1) if image.shape[1] == 3 else \
-        _chw(_remap(_hwc(image), flow))
+    if resample not in RESAMPLING:
+        raise ControlError(f"unknown resampling {resample!r} (choose {', '.join(RESAMPLING)})")
+    out = _chw(_remap(_hwc(image), flow, resample))
+    return out.clamp(0, 1) if image.shape[1] == 3 else out
 
 
 def occlusion_mask(forward: np.ndarray, backward: np.ndarray, *,
@@ -250,17 +257,33 @@ class TemporalStylizer:
       standard deviation back (``restore_contrast``) and the energy of its fine detail, the
       band above a Gaussian blur of ``detail_sigma`` px (``detail_sigma=None``: off).
 
+    ``blend`` and ``resample`` (how the previous result is warped) left at ``None`` take the
+    wrapped method's ``video_defaults`` (a dict with those keys) where it has them, else
+    ``DEFAULTS`` (0.4, bilinear). wct declares ``{"blend": 0.95, "resample": "lanczos"}``: its
+    texture is re-invented from small content changes, so averaging two frames' textures
+    loses its style; near-complete carrying (0.95) keeps one texture moving with the scene,
+    and the sharp Lanczos warp keeps that texture from blurring away over many frames (with
+    bilinear warps the style distance drifts up along the clip).
+
     The mask is the forward-backward occlusion mask times, unless ``photometric=None``, a
     photometric check on the content frames (:func:`photometric_mask`).
 
     Call :meth:`reset` between clips. The wrapper has the wrapped method's name and controls.
     """
 
-    def __init__(self, stylizer, mode: str = "flow", *, blend: float = 0.4,
+    DEFAULTS = {"blend": 0.4, "resample": "linear"}
+
+    def __init__(self, stylizer, mode: str = "flow", *, blend: float | None = None,
                  temporal_weight: float = 1.0, flow: str = "dis", motion_boundaries: bool = True,
                  use_optimization_hooks: bool = True, post_blend: float | None = None,
                  photometric: float | None = 0.08, restore_contrast: bool = True,
-                 detail_sigma: float | None = 1.5):
+                 detail_sigma: float | None = 1.5, resample: str | None = None):
+        own = {**self.DEFAULTS, **getattr(stylizer, "video_defaults", {})}
+        blend = own["blend"] if blend is None else blend
+        resample = own["resample"] if resample is None else resample
+        if resample not in RESAMPLING:
+            raise ControlError(f"unknown resampling {resample!r} "
+                               f"(choose {', '.join(RESAMPLING)})")
         if mode not in CONSISTENCY_MODES:
             raise ControlError(f"unknown consistency mode {mode!r} "
                                f"(choose {', '.join(CONSISTENCY_MODES)})")
@@ -273,6 +296,7 @@ class TemporalStylizer:
         self.name = getattr(stylizer, "name", type(stylizer).__name__)
         self.controls = getattr(stylizer, "controls", {})
         self.blend = blend
+        self.resample = resample
         self.post_blend = post_blend
         self.temporal_weight = temporal_weight
         self.motion_boundaries = motion_boundaries
@@ -307,7 +331,7 @@ class TemporalStylizer:
                 mask = mask * photometric_mask(self._prev_in, content, backward,
                                                self.photometric)
             self.last_mask = mask
-            warped = warp(self._prev_out, backward)
+            warped = warp(self._prev_out, backward, self.resample)
             if self.hooks:
                 # Disoccluded pixels start from the content frame rather than a smeared warp.
                 init = mask * warped + (1 - mask) * content

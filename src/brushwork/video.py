@@ -625,7 +625,10 @@ def add_arguments(p) -> None:
                         "along the optical flow (less flicker)")
     p.add_argument("--flow-blend", type=float, default=None,
                    help="flow mode, feed-forward methods: weight of the warped previous frame "
-                        "(0-1, default 0.4)")
+                        "(0-1; default 0.4, wct 0.95)")
+    p.add_argument("--flow-resample", choices=("linear", "lanczos"), default=None,
+                   help="flow mode: how the previous result is warped (default bilinear; wct "
+                        "lanczos, which stays sharp when a result is carried for many frames)")
     p.add_argument("--flow-detail", type=float, default=None, metavar="SIGMA",
                    help="flow mode, feed-forward methods: after blending, restore the fresh "
                         "frame's fine-detail energy above a blur of SIGMA px (default 1.5, "
@@ -683,6 +686,8 @@ def run(args, controls: Mapping[str, Any], callback=None) -> dict:
     topts = {"flow": args.flow}
     if args.flow_blend is not None:
         topts["blend"] = args.flow_blend
+    if args.flow_resample is not None:
+        topts["resample"] = args.flow_resample
     if args.flow_detail is not None:
         topts["detail_sigma"] = args.flow_detail or None
     if args.temporal_weight is not None:

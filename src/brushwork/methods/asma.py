@@ -53,7 +53,7 @@ from ._feedforward import has_bf16
 from ..blocks import (AnisotropicStrokeModule, ConditionalAffine, ConditionalInstanceNorm2d,
                       ConditionalResBlock, ProjectionDiscriminator, hinge_d_loss, hinge_g_loss,
                       one_hot_styles)
-from ..classifier import artist_folders
+from ..classifier import ArtistClassifier, artist_folders, statistics_of
 from ..errors import BrushworkError, ControlError
 from ..image import load_mask
 from ..losses import mean_std, weighted_sum
@@ -392,6 +392,18 @@ def add_arguments(p) -> None:
                         "paintings (artist) or the batch's painting of that artist (preset)")
     p.add_argument("--warmup", type=int, default=None,
                    help="ours: auto-encoder steps before the GAN (preset)")
+    p.add_argument("--classifier", default=None, metavar="FILE",
+                   help="ours: an artist classifier on VGG relu1_1..relu4_1 statistics "
+                        "(`brushwork train classifier --layers relu1_1,relu2_1,relu3_1,relu4_1`; "
+                        "use a different split/seed from the one that judges style accuracy) "
+                        "whose cross-entropy on G(x, y) pulls each output toward what tells "
+                        "artist y apart from the others")
+    p.add_argument("--classifier-weight", type=float, default=0.0,
+                   help="ours: weight of the --classifier term (0 = off)")
+    p.add_argument("--init", default=None, metavar="WEIGHTS",
+                   help="ours: start the generator (and its average) from an asma weight file "
+                        "(a path or a shipped file name) with the same network and artists; "
+                        "the discriminator starts fresh")
     training.add_run_arguments(p, every=100)
     p.add_argument("--fp16", action="store_true", help="store the exported weights as fp16")
 
@@ -411,6 +423,9 @@ def resolve_arguments(args) -> dict:
         raise BrushworkError("--size must be a multiple of 16, at least 32")
     if cfg["batch"] < 1 or args.steps < 1 or cfg["d_steps"] < 0 or not args.lr > 0:
         raise BrushworkError("--batch and --steps must be >= 1, --d-steps >= 0, --lr > 0")
+    cw = getattr(args, "classifier_weight", 0.0) or 0.0
+    if cw < 0 or (cw > 0) != bool(getattr(args, "classifier", None)):
+        raise BrushworkError("--classifier and --classifier-weight > 0 go together")
     training.check_out_and_threads(args)
     return cfg
 
@@ -437,8 +452,13 @@ def run(args, callback=None) -> dict:
                               {"params": tables, "lr": args.lr * cfg["table_lr_mult"]}],
                              lr=args.lr, betas=(0.9, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    clf, clf_index = guidance_classifier(getattr(args, "classifier", None), paintings.artists,
+                                         device)
+    cls_weight = getattr(args, "classifier_weight", 0.0) or 0.0
     vgg = VGG19(last_layer="relu4_1", device=device, autocast=args.bf16) \
-        if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 else None
+        if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 or clf is not None else None
+    if getattr(args, "init", None):
+        init_generator(G, args.init, paintings.artists)
     ckpt = training.checkpoint_path(args)
     models, opts = {"generator": G, "discriminator": D}, {"g": opt_g, "d": opt_d}
     # ours: the weights oscillate with the adversarial game (style accuracy moves by +-10
@@ -506,6 +526,10 @@ def run(args, callback=None) -> dict:
                 terms["style"] = (cfg["style_weight"],
                                   style_term(vgg, out, real, ids.to(device), targets, fo,
                                              cfg["style_grid"]))
+            if clf is not None:  # ours: the guidance classifier's cross-entropy on the artist
+                logits = clf(statistics_of(fo, clf.layers))
+                terms["classifier"] = (cls_weight,
+                                       F.cross_entropy(logits, clf_index[ids].to(device)))
             if cfg["content_weight"] > 0:  # ours: VGG content loss (G's own encoder can drift)
                 with torch.no_grad():
                     fx = vgg((x + 1) / 2, [CONTENT_LAYER])[CONTENT_LAYER]
@@ -543,6 +567,39 @@ def run(args, callback=None) -> dict:
                                         message=f"wrote {args.out}", kind="done"))
     return {"out": str(args.out), "sha256": sha, "steps": total, "losses": log,
             "artists": paintings.artists, "seconds": clock()}
+
+
+def guidance_classifier(path, artists: list[str], device):
+    """(classifier, index) for ``--classifier``: the frozen classifier and, per training
+    artist, its class index; (None, None) without a path. Its layers must be among
+    STYLE_LAYERS (the training step's VGG features are reused) and it must know every artist."""
+    if not path:
+        return None, None
+    clf = ArtistClassifier.load(path)
+    extra = [n for n in clf.layers if n not in STYLE_LAYERS]
+    if extra:
+        raise BrushworkError(f"{path}: classifier uses {', '.join(extra)}; asma's VGG stops at "
+                             f"relu4_1 (train it with --layers relu1_1,relu2_1,relu3_1,relu4_1)")
+    missing = [a for a in artists if a not in clf.classes]
+    if missing:
+        raise BrushworkError(f"{path}: classifier does not know {', '.join(missing)}")
+    clf.to(device).eval().requires_grad_(False)
+    return clf, torch.tensor([clf.classes.index(a) for a in artists])
+
+
+def init_generator(G: Generator, weights, artists: list[str]) -> None:
+    """Load an asma weight file into ``G`` (``--init``): same network config and artists."""
+    path = resolve_weights(weights, SHIPPED_FILE, TRAIN_HINT)
+    state, meta = load_weights(path)
+    try:
+        cfg, names = json.loads(meta["config"]), json.loads(meta["artists"])
+    except (KeyError, ValueError):
+        raise BrushworkError(f"{path}: not an asma weight file") from None
+    if names != list(artists):
+        raise BrushworkError(f"{path}: trained on artists {names}, this run has {artists}")
+    if {**cfg, "n_styles": len(artists)} != G.config():
+        raise BrushworkError(f"{path}: network {cfg} differs from this run's {G.config()}")
+    training.load_prefixed(G, "generator", state, source=str(path))
 
 
 def update_ema(avg: nn.Module, model: nn.Module, decay: float) -> None:

@@ -62,6 +62,11 @@ class WCT:
     summary = ("WCT (Li et al. 2017): whitening-colouring coarse to fine, relu5_1..relu1_1, a "
                "decoder per level (shipped: levels 4..1); --encoder small: the distilled encoder")
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE, LEVELS)}
+    # Video (temporal.TemporalStylizer, --consistency flow): wct re-invents its texture from
+    # small content changes, so the default 0.4 blend averages two textures and loses a quarter
+    # of the style; carrying 95 % of the warped previous result keeps one texture moving with
+    # the scene, and Lanczos warping keeps it sharp over many frames (docs/video.md).
+    video_defaults = {"blend": 0.95, "resample": "lanczos"}
 
     def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None):
         if encoder not in ("vgg", "small"):
