@@ -216,6 +216,26 @@ def test_gatys_through_temporal_hooks(clip, tmp_path):
     assert f["frames"] == 3 and f["audio_codec"] == "aac"
 
 
+
+@pytest.mark.parametrize("name, options", [("adain", {}), ("wct", {"encoder": "small"})])
+def test_shipped_networks_through_video_end_to_end(clip, tmp_path, name, options):
+    """Shipped adain and wct (small encoder, with its own flow defaults) on a real clip:
+    frame count, rate and audio kept; flow mode flickers far less than frame by frame."""
+    from brushwork.methods import METHODS
+
+    method = METHODS[name](**options)
+    style = [as_tensor(texture(64, 64, 5))]
+    errs = {}
+    for mode in ("none", "flow"):
+        out = tmp_path / f"{name}_{mode}.mp4"
+        stylize_video(clip, out, method, style, consistency=mode, size=0)
+        f = stream_facts(out)
+        assert f["frames"] == 10 and f["fps"] == Fraction(12) and f["audio_codec"] == "aac"
+        with FrameSource(clip) as a, FrameSource(out) as b:
+            errs[mode] = warping_error(list(a), list(b))["warping_error"]
+    assert errs["flow"] < 0.5 * errs["none"]
+
+
 # ------------------------------------------------------------------------ bad input
 
 def test_not_a_video(tmp_path):

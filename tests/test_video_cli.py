@@ -93,3 +93,17 @@ def test_cli_flow_blend_and_resample(setup, capsys):
     capsys.readouterr()
     assert cli.main(["eval", "video", str(clip), str(plain)]) == 0
     assert sticky < 0.3 * float(capsys.readouterr().out.strip().splitlines()[-1].split()[2])
+
+
+def test_cli_size_zero_keeps_the_input_size_and_negative_is_refused(setup, capsys):
+    tmp, clip, style = setup
+    out = tmp / "keep.mp4"
+    assert cli.main(["video", str(clip), "-s", str(style), "-m", "toy", "-o", str(out),
+                     "--size", "0"]) == 0
+    assert stream_facts(out)["size"] == (64, 48)
+    capsys.readouterr()
+    bad = tmp / "neg.mp4"
+    assert cli.main(["video", str(clip), "-s", str(style), "-m", "toy", "-o", str(bad),
+                     "--size", "-5"]) == 2
+    err = capsys.readouterr().err
+    assert "--size" in err and err.count("\n") == 1 and not bad.exists()
