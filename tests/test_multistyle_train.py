@@ -381,6 +381,14 @@ def test_asma_classifier_term_and_init(data, tmp_path):
     r = asma.run(_parse(asma.add_arguments, base + [
         "--out", out, "--steps", 2, "--classifier", clf, "--classifier-weight", 1.0]))
     assert np.isfinite(r["losses"]["classifier"]) and r["losses"]["classifier"] > 0
+    scaled = asma.run(_parse(asma.add_arguments, base + [
+        "--out", tmp_path / "scaled.safetensors", "--steps", 1, "--classifier", clf,
+        "--classifier-weight", 1.0, "--classifier-scale", "1.5,2"]))
+    assert np.isfinite(scaled["losses"]["classifier"])
+    assert asma.parse_scale_range("1.2") == (1.2, 1.2)
+    for bad in ("2,1", "0.1,1", "a,b"):
+        with pytest.raises(BrushworkError, match="classifier-scale"):
+            asma.parse_scale_range(bad)
     # --init starts the generator from a weight file: with lr ~0 the result is that file
     again = tmp_path / "asma_init.safetensors"
     asma.run(_parse(asma.add_arguments, base + [

@@ -400,6 +400,10 @@ def add_arguments(p) -> None:
                         "artist y apart from the others")
     p.add_argument("--classifier-weight", type=float, default=0.0,
                    help="ours: weight of the --classifier term (0 = off)")
+    p.add_argument("--classifier-scale", default="1,1", metavar="LO,HI",
+                   help="ours: the --classifier term sees G's output resized by a random factor "
+                        "in [LO, HI] each step (default 1,1: as generated), so that what it "
+                        "learns must hold at the scales the classifier judges whole images at")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="ours: start the generator (and its average) from an asma weight file "
                         "(a path or a shipped file name) with the same network and artists; "
@@ -426,6 +430,7 @@ def resolve_arguments(args) -> dict:
     cw = getattr(args, "classifier_weight", 0.0) or 0.0
     if cw < 0 or (cw > 0) != bool(getattr(args, "classifier", None)):
         raise BrushworkError("--classifier and --classifier-weight > 0 go together")
+    parse_scale_range(getattr(args, "classifier_scale", "1,1") or "1,1")
     training.check_out_and_threads(args)
     return cfg
 
@@ -455,6 +460,7 @@ def run(args, callback=None) -> dict:
     clf, clf_index = guidance_classifier(getattr(args, "classifier", None), paintings.artists,
                                          device)
     cls_weight = getattr(args, "classifier_weight", 0.0) or 0.0
+    cls_scale = parse_scale_range(getattr(args, "classifier_scale", "1,1") or "1,1")
     vgg = VGG19(last_layer="relu4_1", device=device, autocast=args.bf16) \
         if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 or clf is not None else None
     if getattr(args, "init", None):
@@ -527,7 +533,12 @@ def run(args, callback=None) -> dict:
                                   style_term(vgg, out, real, ids.to(device), targets, fo,
                                              cfg["style_grid"]))
             if clf is not None:  # ours: the guidance classifier's cross-entropy on the artist
-                logits = clf(statistics_of(fo, clf.layers))
+                lo, hi = cls_scale
+                scale = lo + (hi - lo) * float(torch.rand((), generator=g))
+                fc = fo if scale == 1.0 else vgg(F.interpolate(
+                    (out.float() + 1) / 2, scale_factor=scale, mode="bilinear",
+                    align_corners=False, antialias=scale < 1), list(clf.layers))
+                logits = clf(statistics_of(fc, clf.layers))
                 terms["classifier"] = (cls_weight,
                                        F.cross_entropy(logits, clf_index[ids].to(device)))
             if cfg["content_weight"] > 0:  # ours: VGG content loss (G's own encoder can drift)
@@ -585,6 +596,20 @@ def guidance_classifier(path, artists: list[str], device):
         raise BrushworkError(f"{path}: classifier does not know {', '.join(missing)}")
     clf.to(device).eval().requires_grad_(False)
     return clf, torch.tensor([clf.classes.index(a) for a in artists])
+
+
+def parse_scale_range(text: str) -> tuple[float, float]:
+    """'1,1.6' -> (1.0, 1.6); one number means a fixed factor."""
+    try:
+        vals = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        vals = []
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or not 0.25 <= vals[0] <= vals[1] <= 4.0:
+        raise BrushworkError(f"--classifier-scale: give LO,HI with 0.25 <= LO <= HI <= 4, "
+                             f"got {text!r}")
+    return vals[0], vals[1]
 
 
 def init_generator(G: Generator, weights, artists: list[str]) -> None:
