@@ -385,3 +385,15 @@ def test_carrying_the_result_forward_cuts_flicker_and_keeps_its_detail():
     assert err["lanczos"] < 0.2 * warping_error(frames, none)["warping_error"]
     # the detail restore and the sharp warp keep the texture's energy near a fresh frame's
     assert _fine_energy(outs["lanczos"][-1]) > 0.8 * _fine_energy(none[-1])
+
+
+def test_a_scene_cut_takes_the_fresh_frame_even_when_carrying():
+    frames = [as_tensor(f) for f in clip_frames(4)]
+    cut = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(3))  # a new shot
+    ts, ref = TemporalStylizer(Sticky(), "flow"), Sticky()
+    for f in frames:
+        ts.stylize(f, [], seed=0)
+        ref.stylize(f, [], seed=0)
+    out, fresh = ts.stylize(cut, [], seed=0), ref.stylize(cut, [], seed=0)
+    assert float(ts.last_mask.mean()) < 0.05          # nothing of the old shot is trusted
+    assert (out - fresh).abs().mean() < 0.02
