@@ -411,3 +411,20 @@ def test_asma_classifier_term_and_init(data, tmp_path):
         asma.guidance_classifier(deep, ["alpha", "beta"], torch.device("cpu"))
     with pytest.raises(BrushworkError, match="does not know"):
         asma.guidance_classifier(clf, ["alpha", "gamma"], torch.device("cpu"))
+
+
+def test_asma_typical_painting_targets(data, tmp_path):
+    # two artists, three paintings each; painting 2 of artist 0 sits nearest its own centroid
+    # and farthest from the other one, painting 4 likewise for artist 1
+    x = torch.tensor([[1.0, 1.1], [1.2, 0.9], [0.6, 0.6], [3.0, 3.2], [3.6, 3.6], [2.9, 2.7]])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    per = {"mean:relu1_1": x, "std:relu1_1": x}
+    idx = asma.typical_paintings(per, labels, 2)
+    assert idx.tolist() == [2, 4]
+    assert all(labels[i] == a for a, i in enumerate(idx.tolist()))
+    r = asma.run(_parse(asma.add_arguments, [
+        "--styles", data / "artists", "--content", data / "content", "--preset", "cpu",
+        "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32, "--batch", 2, "--min-images", 2,
+        "--style-load-size", 48, "--no-bf16", "--warmup", 0, "--steps", 1,
+        "--style-target", "typical", "--out", tmp_path / "typ.safetensors"]))
+    assert np.isfinite(r["losses"]["style"])

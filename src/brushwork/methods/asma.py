@@ -293,21 +293,42 @@ class Paintings:
 
 
 @torch.no_grad()
-def artist_statistics(vgg: VGG19, paintings: Paintings, device) -> dict[str, torch.Tensor]:
-    """Per artist, the average over their paintings (whole images at the loaded scale) of the
-    channel means and stds at STYLE_LAYERS: {"mean:<layer>" | "std:<layer>": (N, C)}."""
-    n = len(paintings.artists)
-    sums, counts = {}, torch.zeros(n)
-    for img, label in zip(paintings.images, paintings.labels):
+def artist_statistics(vgg: VGG19, paintings: Paintings, device,
+                      typical: bool = False) -> dict[str, torch.Tensor]:
+    """Per artist, the channel means and stds at STYLE_LAYERS of their paintings (whole images
+    at the loaded scale): {"mean:<layer>" | "std:<layer>": (N, C)}. The average over the
+    artist's paintings, or with ``typical`` (ours) the statistics of the one painting that
+    most clearly belongs to its artist (:func:`typical_paintings`): an average of many
+    paintings' statistics is a washed-out palette that matches no painting."""
+    per = {}
+    for img in paintings.images:
         feats = vgg(img[None].float().div(255).to(device), list(STYLE_LAYERS))
         for name in STYLE_LAYERS:
             m, sd = mean_std(feats[name].float())
-            for key, v in ((f"mean:{name}", m), (f"std:{name}", sd)):
-                if key not in sums:
-                    sums[key] = torch.zeros(n, v.shape[1], device=device)
-                sums[key][label] += v.flatten()
-        counts[label] += 1
-    return {k: v / counts.to(device)[:, None] for k, v in sums.items()}
+            per.setdefault(f"mean:{name}", []).append(m.flatten())
+            per.setdefault(f"std:{name}", []).append(sd.flatten())
+    per = {k: torch.stack(v) for k, v in per.items()}
+    labels = torch.tensor(paintings.labels, device=device)
+    n = len(paintings.artists)
+    if typical:
+        idx = typical_paintings(per, labels, n)
+        return {k: v[idx] for k, v in per.items()}
+    return {k: torch.stack([v[labels == a].mean(0) for a in range(n)]) for k, v in per.items()}
+
+
+def typical_paintings(per: dict[str, torch.Tensor], labels: torch.Tensor, n: int) -> torch.Tensor:
+    """Per artist, the index of the painting with the largest nearest-centroid margin in
+    standardised log statistics: (distance to the nearest other artist's centroid) minus
+    (distance to its own artist's centroid)."""
+    z = torch.log1p(torch.cat([per[k] for k in sorted(per)], 1).clamp_min(0))
+    z = (z - z.mean(0)) / z.std(0).clamp_min(1e-6)
+    centroids = torch.stack([z[labels == a].mean(0) for a in range(n)])
+    d = torch.cdist(z, centroids)                                    # (P, N)
+    own = d.gather(1, labels[:, None]).squeeze(1)
+    other = d.masked_fill(F.one_hot(labels, n).bool(), float("inf")).min(1).values
+    margin = other - own
+    return torch.stack([margin.masked_fill(labels != a, -float("inf")).argmax()
+                        for a in range(n)])
 
 
 def grid_cells(f: torch.Tensor, grid: int) -> list[torch.Tensor]:
@@ -387,7 +408,7 @@ def add_arguments(p) -> None:
     p.add_argument("--padding", default=None, choices=PADDINGS,
                    help="generator convolution padding: zeros (paper) or reflect (ours: no "
                         "fixed-position artefacts along the borders) (preset)")
-    p.add_argument("--style-target", default=None, choices=("artist", "painting"),
+    p.add_argument("--style-target", default=None, choices=("artist", "typical", "painting"),
                    help="ours: style statistics to match: the artist's average over all their "
                         "paintings (artist) or the batch's painting of that artist (preset)")
     p.add_argument("--warmup", type=int, default=None,
@@ -478,10 +499,10 @@ def run(args, callback=None) -> dict:
         G_ema.load_state_dict(G.state_dict())  # resuming a run that had no average yet
     start = info.get("step", 0)
     targets = None
-    if cfg["style_weight"] > 0 and cfg["style_target"] == "artist":
+    if cfg["style_weight"] > 0 and cfg["style_target"] in ("artist", "typical"):
         saved = info.get("extra", {}).get("artist_stats")  # a resumed run reuses its targets
         targets = {k: v.to(device) for k, v in saved.items()} if saved else \
-            artist_statistics(vgg, paintings, device)
+            artist_statistics(vgg, paintings, device, typical=cfg["style_target"] == "typical")
     extra = {"artists": list(paintings.artists)}
     if targets is not None:
         extra["artist_stats"] = {k: v.cpu() for k, v in targets.items()}
