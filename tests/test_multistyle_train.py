@@ -214,7 +214,8 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
             "--batch", 2, "--min-images", 2, "--steps", 2, "--warmup", 1,
             "--style-load-size", 48, "--no-bf16", "--content-weight", 1e-3]
     args = _parse(asma.add_arguments, argv)
-    assert asma.resolve_arguments(args)["style_target"] == "artist"
+    assert asma.resolve_arguments(args)["style_target"] == "typical"
+    assert asma.resolve_arguments(args)["style_grid"] == 1
     assert asma.resolve_arguments(args)["d_steps"] == 1
     r = asma.run(args)
     assert r["steps"] == 3 and np.isfinite(r["losses"]["style"])
