@@ -26,8 +26,7 @@ from .protocol import Clock, Progress, emit
 from .shipped import load_weights, meta_json, resolve_weights, save_weights
 from .vgg import LAYER_CHANNELS, VGG19
 
-FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
-RELU_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # also the choices
 
 
 def feature_dim(layers=FEATURE_LAYERS) -> int:
@@ -223,11 +222,11 @@ def accuracy_table(model, feats, labels) -> dict[str, float]:
 def parse_layers(text: str) -> tuple[str, ...]:
     """'relu1_1,relu2_1' -> a tuple of ReLU layers in network order (unknown names raise)."""
     names = [n.strip() for n in str(text).split(",") if n.strip()]
-    bad = [n for n in names if n not in RELU_LAYERS]
+    bad = [n for n in names if n not in FEATURE_LAYERS]
     if not names or bad:
-        raise BrushworkError(f"--layers: choose from {', '.join(RELU_LAYERS)}"
+        raise BrushworkError(f"--layers: choose from {', '.join(FEATURE_LAYERS)}"
                              + (f" (unknown: {', '.join(bad)})" if bad else ""))
-    return tuple(n for n in RELU_LAYERS if n in names)
+    return tuple(n for n in FEATURE_LAYERS if n in names)
 
 
 def add_arguments(p):

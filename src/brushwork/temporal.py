@@ -98,6 +98,11 @@ def optical_flow(a: torch.Tensor, b: torch.Tensor, method: str = "dis") -> np.nd
     return FlowEstimator(method)(a, b)
 
 
+def _check_resample(resample: str) -> None:
+    if resample not in RESAMPLING:
+        raise ControlError(f"unknown resampling {resample!r} (choose {', '.join(RESAMPLING)})")
+
+
 def _remap(a: np.ndarray, flow: np.ndarray, resample: str = "linear") -> np.ndarray:
     cv2 = _cv2()
     h, w = flow.shape[:2]
@@ -115,8 +120,7 @@ def warp(image: torch.Tensor, flow: np.ndarray, resample: str = "linear") -> tor
     if tuple(image.shape[-2:]) != flow.shape[:2]:
         raise BrushworkError(f"flow of size {flow.shape[:2]} does not match image "
                              f"{tuple(image.shape[-2:])}")
-    if resample not in RESAMPLING:
-        raise ControlError(f"unknown resampling {resample!r} (choose {', '.join(RESAMPLING)})")
+    _check_resample(resample)
     out = _chw(_remap(_hwc(image), flow, resample))
     return out.clamp(0, 1) if image.shape[1] == 3 else out
 
@@ -281,9 +285,7 @@ class TemporalStylizer:
         own = {**self.DEFAULTS, **getattr(stylizer, "video_defaults", {})}
         blend = own["blend"] if blend is None else blend
         resample = own["resample"] if resample is None else resample
-        if resample not in RESAMPLING:
-            raise ControlError(f"unknown resampling {resample!r} "
-                               f"(choose {', '.join(RESAMPLING)})")
+        _check_resample(resample)  # here, not at the second frame
         if mode not in CONSISTENCY_MODES:
             raise ControlError(f"unknown consistency mode {mode!r} "
                                f"(choose {', '.join(CONSISTENCY_MODES)})")

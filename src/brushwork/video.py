@@ -217,10 +217,14 @@ class FrameSource:
         self.close()
 
 
-def _target_size(hw: tuple[int, int], size: int | None, even: bool) -> tuple[int, int]:
-    h, w = hw
+def check_size(size: int | None) -> None:
     if size is not None and size < 0:
         raise VideoError(f"--size must be >= 0 (0 = keep the input's size), got {size}")
+
+
+def _target_size(hw: tuple[int, int], size: int | None, even: bool) -> tuple[int, int]:
+    h, w = hw
+    check_size(size)
     if size:  # None or 0: keep the input's size
         s = size / max(h, w)
         h, w = max(1, round(h * s)), max(1, round(w * s))
@@ -673,8 +677,7 @@ def run(args, controls: Mapping[str, Any], callback=None) -> dict:
         except ValueError:
             raise BrushworkError(f"--style-weights: {args.style_weights!r} is not a "
                                  f"comma-separated list of numbers") from None
-    if args.size is not None and args.size < 0:
-        raise VideoError(f"--size must be >= 0 (0 = keep the input's size), got {args.size}")
+    check_size(args.size)  # before any model loads
     if args.crf < 0 or args.crf > 51:
         raise VideoError(f"--crf must be in 0..51, got {args.crf}")
     if args.fps is not None and not (0 < args.fps <= 1000):

@@ -417,8 +417,9 @@ def add_arguments(p) -> None:
                    help="generator convolution padding: zeros (paper) or reflect (ours: no "
                         "fixed-position artefacts along the borders) (preset)")
     p.add_argument("--style-target", default=None, choices=("artist", "typical", "painting"),
-                   help="ours: style statistics to match: the artist's average over all their "
-                        "paintings (artist) or the batch's painting of that artist (preset)")
+                   help="ours: style statistics to match: those of the artist's most typical "
+                        "painting (typical), the artist's average over all their paintings "
+                        "(artist) or the batch's painting of that artist (preset: cpu typical)")
     p.add_argument("--warmup", type=int, default=None,
                    help="ours: auto-encoder steps before the GAN (preset)")
     p.add_argument("--classifier", default=None, metavar="FILE",
@@ -456,10 +457,9 @@ def resolve_arguments(args) -> dict:
         raise BrushworkError("--size must be a multiple of 16, at least 32")
     if cfg["batch"] < 1 or args.steps < 1 or cfg["d_steps"] < 0 or not args.lr > 0:
         raise BrushworkError("--batch and --steps must be >= 1, --d-steps >= 0, --lr > 0")
-    cw = getattr(args, "classifier_weight", 0.0) or 0.0
-    if cw < 0 or (cw > 0) != bool(getattr(args, "classifier", None)):
+    if args.classifier_weight < 0 or (args.classifier_weight > 0) != bool(args.classifier):
         raise BrushworkError("--classifier and --classifier-weight > 0 go together")
-    parse_scale_range(getattr(args, "classifier_scale", "1,1") or "1,1")
+    cfg["classifier_scale"] = parse_scale_range(args.classifier_scale)
     training.check_out_and_threads(args)
     return cfg
 
@@ -471,13 +471,18 @@ def run(args, callback=None) -> dict:
     device = training.pick_device(args.device)
     size, batch = cfg["size"], cfg["batch"]
     load = args.load_size or max(size, min(512, 2 * size))
-    photos = training.load_folder(args.content, load)
-    paintings = Paintings(args.styles, max(size, args.style_load_size), args.min_images)
-    n = len(paintings.artists)
+    # the cheap checks of --classifier and --init come before minutes of image loading
+    artists = list(artist_folders(args.styles, args.min_images))
+    clf, clf_index = guidance_classifier(args.classifier, artists, device)
+    n = len(artists)
     G, D = build(args.preset, n, chn=cfg["chn"], n_plain=cfg["n_plain"], d_chn=cfg["d_chn"],
                  decoder_norm=cfg["decoder_norm"], asm_up=cfg["asm_up"], padding=cfg["padding"])
+    if args.init:
+        init_generator(G, args.init, artists)
     G.to(device)
     D.to(device)
+    photos = training.load_folder(args.content, load)
+    paintings = Paintings(args.styles, max(size, args.style_load_size), args.min_images)
     # ours: the artist tables (CIN gamma/beta) may learn faster than the convolutions; each
     # row only gets a gradient when its artist is in the batch
     tables = [p for n, p in G.named_parameters() if n.endswith((".gamma", ".beta"))]
@@ -486,14 +491,8 @@ def run(args, callback=None) -> dict:
                               {"params": tables, "lr": args.lr * cfg["table_lr_mult"]}],
                              lr=args.lr, betas=(0.9, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.9, 0.999))
-    clf, clf_index = guidance_classifier(getattr(args, "classifier", None), paintings.artists,
-                                         device)
-    cls_weight = getattr(args, "classifier_weight", 0.0) or 0.0
-    cls_scale = parse_scale_range(getattr(args, "classifier_scale", "1,1") or "1,1")
     vgg = VGG19(last_layer="relu4_1", device=device, autocast=args.bf16) \
         if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 or clf is not None else None
-    if getattr(args, "init", None):
-        init_generator(G, args.init, paintings.artists)
     ckpt = training.checkpoint_path(args)
     models, opts = {"generator": G, "discriminator": D}, {"g": opt_g, "d": opt_d}
     # ours: the weights oscillate with the adversarial game (style accuracy moves by +-10
@@ -562,13 +561,13 @@ def run(args, callback=None) -> dict:
                                   style_term(vgg, out, real, ids.to(device), targets, fo,
                                              cfg["style_grid"]))
             if clf is not None:  # ours: the guidance classifier's cross-entropy on the artist
-                lo, hi = cls_scale
+                lo, hi = cfg["classifier_scale"]
                 scale = lo + (hi - lo) * float(torch.rand((), generator=g))
                 fc = fo if scale == 1.0 else vgg(F.interpolate(
                     (out.float() + 1) / 2, scale_factor=scale, mode="bilinear",
                     align_corners=False, antialias=scale < 1), list(clf.layers))
                 logits = clf(statistics_of(fc, clf.layers))
-                terms["classifier"] = (cls_weight,
+                terms["classifier"] = (args.classifier_weight,
                                        F.cross_entropy(logits, clf_index[ids].to(device)))
             if cfg["content_weight"] > 0:  # ours: VGG content loss (G's own encoder can drift)
                 with torch.no_grad():
