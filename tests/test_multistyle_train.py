@@ -429,3 +429,71 @@ def test_asma_typical_painting_targets(data, tmp_path):
         "--style-load-size", 48, "--no-bf16", "--warmup", 0, "--steps", 1,
         "--style-target", "typical", "--out", tmp_path / "typ.safetensors"]))
     assert np.isfinite(r["losses"]["style"])
+
+
+def test_asma_standardised_style_space(data, tmp_path):
+    from brushwork.vgg import VGG19
+    from brushwork.losses import mean_std
+    paintings = asma.Paintings(data / "artists", 48, 2)
+    vgg = VGG19(last_layer="relu4_1", autocast=False)
+    t = asma.artist_statistics(vgg, paintings, torch.device("cpu"))
+    # the moments are those of the log statistics over all eight paintings
+    logs = torch.stack([torch.log1p(mean_std(vgg(img[None].float() / 255, ["relu2_1"])
+                                             ["relu2_1"])[0][0].clamp_min(0))
+                        for img in paintings.images])
+    assert torch.allclose(t["mu|mean:relu2_1"], logs.mean(0), atol=1e-4)
+    assert torch.allclose(t["sd|mean:relu2_1"], logs.std(0).clamp_min(1e-3), atol=1e-4)
+    # a statistic at the mean of the paintings is 0 in the standardised space, one sd above is 1
+    mu, sd = t["mu|std:relu3_1"], t["sd|std:relu3_1"]
+    assert torch.allclose(asma.standardised(torch.expm1(mu), t, "std:relu3_1"),
+                          torch.zeros_like(mu), atol=1e-4)
+    assert torch.allclose(asma.standardised(torch.expm1(mu + sd), t, "std:relu3_1"),
+                          torch.ones_like(mu), atol=1e-3)
+    # zero on the exact target, positive on the other artist's, in both spaces
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    fake = {k: v.clone() for k, v in t.items()}
+    feats = vgg((x + 1) / 2, list(asma.STYLE_LAYERS))
+    for name in asma.STYLE_LAYERS:
+        fake[f"mean:{name}"][:2], fake[f"std:{name}"][:2] = mean_std(feats[name])
+    ids = torch.tensor([0, 1])
+    assert float(asma.style_term(vgg, x, None, ids, fake, space="standardised")) < 1e-6
+    raw = float(asma.style_term(vgg, x, None, ids.flip(0), fake))
+    std = float(asma.style_term(vgg, x, None, ids.flip(0), fake, space="standardised"))
+    assert std > 1e-3 and abs(std - raw) > 1e-3
+    with pytest.raises(BrushworkError, match="style space"):
+        asma.style_term(vgg, x, None, ids, fake, space="whitened")
+    with pytest.raises(BrushworkError, match="needs artist or typical"):
+        asma.style_term(vgg, x, torch.rand(2, 3, 32, 32), ids, None, space="standardised")
+    argv = ["--styles", data / "artists", "--content", data / "content", "--preset", "cpu",
+            "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32, "--batch", 2,
+            "--min-images", 2, "--style-load-size", 48, "--no-bf16", "--warmup", 0,
+            "--steps", 1, "--style-space", "standardised", "--style-weight", 1,
+            "--out", tmp_path / "z.safetensors"]
+    with pytest.raises(BrushworkError, match="--style-target artist or typical"):
+        asma.resolve_arguments(_parse(asma.add_arguments, argv + ["--style-target", "painting"]))
+    r = asma.run(_parse(asma.add_arguments, argv))
+    assert np.isfinite(r["losses"]["style"]) and r["losses"]["style"] > 0
+
+
+def test_asma_resume_recomputes_targets_saved_without_moments(data, tmp_path, monkeypatch):
+    # a checkpoint from before the standardised space holds the targets but not their moments
+    out = tmp_path / "asma_cpu.safetensors"
+    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
+            "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
+            "--batch", 2, "--min-images", 2, "--steps", 1, "--warmup", 0,
+            "--style-load-size", 48, "--no-bf16", "--checkpoint-every", 1]
+    asma.run(_parse(asma.add_arguments, argv))
+    ckpt = out.with_suffix(".ckpt")
+    blob = torch.load(ckpt, weights_only=False)
+    blob["extra"]["artist_stats"] = {k: v for k, v in blob["extra"]["artist_stats"].items()
+                                     if "|" not in k}
+    torch.save(blob, ckpt)
+    calls, real = [], asma.artist_statistics
+    monkeypatch.setattr(asma, "artist_statistics",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    args = _parse(asma.add_arguments, argv + ["--style-space", "standardised"])
+    args.steps, args.resume = 2, True
+    r = asma.run(args)
+    assert calls == [1] and np.isfinite(r["losses"]["style"])
+    saved = torch.load(ckpt, weights_only=False)["extra"]["artist_stats"]
+    assert any(k.startswith("mu|") for k in saved)
