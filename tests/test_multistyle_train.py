@@ -252,12 +252,17 @@ def test_asma_update_ema_is_a_moving_average():
     assert torch.equal(avg.weight, model.weight)
 
 
-def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):
-    out = tmp_path / "asma_cpu.safetensors"
-    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
+def _tiny_cpu_run(data, out):
+    """A one-step tiny run of the cpu preset that checkpoints every step."""
+    return ["--styles", data / "artists", "--content", data / "content", "--out", out,
             "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
             "--batch", 2, "--min-images", 2, "--steps", 1, "--warmup", 0,
             "--style-load-size", 48, "--no-bf16", "--checkpoint-every", 1]
+
+
+def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):
+    out = tmp_path / "asma_cpu.safetensors"
+    argv = _tiny_cpu_run(data, out)
     asma.run(_parse(asma.add_arguments, argv))
     def fail(*a, **k):
         raise AssertionError("artist statistics recomputed on resume")
@@ -271,10 +276,7 @@ def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):
 
 def test_asma_resume_adds_the_average_to_a_run_without_one(data, tmp_path):
     out = tmp_path / "asma_cpu.safetensors"
-    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
-            "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
-            "--batch", 2, "--min-images", 2, "--steps", 1, "--warmup", 0,
-            "--style-load-size", 48, "--no-bf16", "--checkpoint-every", 1, "--ema", 0]
+    argv = _tiny_cpu_run(data, out) + ["--ema", 0]
     asma.run(_parse(asma.add_arguments, argv))
     ckpt = out.with_suffix(".ckpt")
     assert "generator_ema" not in training.load_checkpoint(ckpt, models={})["models"]
@@ -478,10 +480,7 @@ def test_asma_standardised_style_space(data, tmp_path):
 def test_asma_resume_recomputes_targets_saved_without_moments(data, tmp_path, monkeypatch):
     # a checkpoint from before the standardised space holds the targets but not their moments
     out = tmp_path / "asma_cpu.safetensors"
-    argv = ["--styles", data / "artists", "--content", data / "content", "--out", out,
-            "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
-            "--batch", 2, "--min-images", 2, "--steps", 1, "--warmup", 0,
-            "--style-load-size", 48, "--no-bf16", "--checkpoint-every", 1]
+    argv = _tiny_cpu_run(data, out)
     asma.run(_parse(asma.add_arguments, argv))
     ckpt = out.with_suffix(".ckpt")
     blob = torch.load(ckpt, weights_only=False)
