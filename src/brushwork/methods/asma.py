@@ -76,7 +76,7 @@ PRESETS = {
     # cpu: session 6: each artist's most typical painting as the target, whole-image
     # statistics (style accuracy 58.8 % at 3000 steps vs 38.8 % with the average target and a
     # 2 x 2 grid); the shipped file is this preset to step 8000, then --style-weight 2e-3 to
-    # 10500 (87.5 %; docs/multistyle.md, session 7)
+    # 12000 (92.5 %; docs/multistyle.md, session 7)
     "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-3,
                 content_weight=1e-4, ema=0.999, style_target="typical", style_grid=1, d_steps=1,
                 style_space="raw", decoder_norm="film", table_lr_mult=10.0, asm_up="bilinear",
