@@ -543,8 +543,9 @@ def run(args, callback=None) -> dict:
     targets = None
     if cfg["style_weight"] > 0 and cfg["style_target"] in ("artist", "typical"):
         saved = info.get("extra", {}).get("artist_stats")  # a resumed run reuses its targets
-        if saved and not any(k.startswith("mu|") for k in saved):
-            saved = None  # from before the standardised space: recompute (same targets)
+        if saved and cfg["style_space"] == "standardised" and \
+                not any(k.startswith("mu|") for k in saved):
+            saved = None  # saved before the standardised space: recompute, with the moments
         targets = {k: v.to(device) for k, v in saved.items()} if saved else \
             artist_statistics(vgg, paintings, device, typical=cfg["style_target"] == "typical")
     extra = {"artists": list(paintings.artists)}
