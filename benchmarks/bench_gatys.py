@@ -93,8 +93,8 @@ def main():
 
 
 def score(results, data, out_root):
-    from brushwork.image import load_image
-    from brushwork.metrics import evaluate, metric_encoder
+    from brushwork.core.image import load_image
+    from brushwork.eval.metrics import evaluate, metric_encoder
     enc = metric_encoder()
     for key, r in results.items():
         if "content" in r or not os.path.exists(out_root / f"{key}.png"):

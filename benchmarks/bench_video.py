@@ -31,10 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from brushwork.image import load_image, to_tensor  # noqa: E402
-from brushwork.metrics import metric_encoder, style_distances  # noqa: E402
+from brushwork.core.image import load_image, to_tensor  # noqa: E402
+from brushwork.eval.metrics import metric_encoder, style_distances  # noqa: E402
 from brushwork.methods import METHODS  # noqa: E402
-from brushwork.temporal import TemporalStylizer, warping_error  # noqa: E402
+from brushwork.video.temporal import TemporalStylizer, warping_error  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DEFAULT_BG = DATA / "content" / "landmark_machu-picchu.jpg"
@@ -100,7 +100,7 @@ def _random_adain():
     import tempfile
 
     from safetensors.torch import save_file
-    from brushwork.blocks import decoder
+    from brushwork.core.blocks import decoder
 
     torch.manual_seed(0)
     dec = decoder(4, 1.0, None)
@@ -122,7 +122,7 @@ def run(method, frames, style, mode, controls, args):
     ts = TemporalStylizer(method, mode, blend=args.blend, temporal_weight=args.temporal_weight,
                           post_blend=args.post_blend, resample=args.resample)
     # built-in-style models (cin, johnson, asma) take no style image
-    styles = [style] if getattr(method, "needs_style", True) else []
+    styles = [style] if method.capabilities.takes_style_images else []
     outs, t0 = [], time.perf_counter()
     for i, f in enumerate(frames):
         outs.append(ts.stylize(f, styles, controls=controls, seed=0))
@@ -155,7 +155,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-    from brushwork.temporal import TemporalStylizer as _T
+    from brushwork.video.temporal import TemporalStylizer as _T
     import inspect
     defaults = {k: v.default for k, v in inspect.signature(_T.__init__).parameters.items()}
     for k in ("temporal_weight", "post_blend"):  # blend: None = the method's own default
@@ -189,7 +189,7 @@ def main(argv=None):
                    "style_gram": float(np.mean(sd)), "s_per_frame": secs / len(frames),
                    "fps": len(frames) / secs}
             if args.save:
-                from brushwork.video import write_frames
+                from brushwork.video.io import write_frames
                 Path(args.save).mkdir(parents=True, exist_ok=True)
                 write_frames(Path(args.save) / f"{name}_{mode}.mp4", outs, fps=12)
             rows.append(row)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from brushwork import training
+from brushwork.train import common as training
+from brushwork.core import weights as weights_io
 
 
 def image(h=40, w=48, seed=0):
@@ -41,9 +42,9 @@ def save_tiny(path, method, modules: dict, meta: dict | None = None, seed=0, fir
             gain = first_gain if first_gain is not None else (100.0 if small else 1.0)
             first = next(c for c in m.modules() if isinstance(c, torch.nn.Conv2d))
             first.weight.data *= gain
-        state.update(training.prefixed_state(prefix, m))
+        state.update(weights_io.prefixed_state(prefix, m))
     md = {"method": method, **(meta or {})}
-    return training.save_weights(state, path, metadata=md)
+    return weights_io.save_weights(state, path, metadata=md)
 
 
 def lively(module):

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from brushwork import blocks, training
+from brushwork.core import blocks
+from brushwork.core import weights as weights_io
+from brushwork.train import common as training
 from brushwork.errors import BrushworkError, ControlError
 from brushwork.methods.adain import AdaIN
 
@@ -57,16 +59,16 @@ def test_unsupported_control_raises(model):
 
 
 def test_weights_round_trip_and_checksum(tiny_weights, tmp_path):
-    sha = training.sha256_file(tiny_weights)
-    state = training.load_weights(tiny_weights, sha256=sha)
+    sha = weights_io.sha256_file(tiny_weights)
+    state = weights_io.load_weights(tiny_weights, sha256=sha)[0]
     dec = blocks.decoder(4, width=1 / 32)
-    training.load_prefixed(dec, "decoder", state)
+    weights_io.load_prefixed(dec, "decoder", state)
     with pytest.raises(BrushworkError, match="sha256 mismatch"):
-        training.load_weights(tiny_weights, sha256="0" * 64)
+        weights_io.load_weights(tiny_weights, sha256="0" * 64)[0]
     copy = tmp_path / "half.safetensors"
-    sha2 = training.save_weights(state, copy, fp16=True, metadata={"method": "adain"})
-    assert training.sha256_file(copy) == sha2
-    back = training.load_weights(copy)
+    sha2 = weights_io.save_weights(state, copy, fp16=True, metadata={"method": "adain"})
+    assert weights_io.sha256_file(copy) == sha2
+    back = weights_io.load_weights(copy)[0]
     assert all(torch.allclose(back[k], state[k], atol=1e-2, rtol=1e-2) for k in state)
 
 
@@ -88,13 +90,13 @@ def test_shipped_file_checked_against_manifest(tiny_weights, tmp_path, monkeypat
     import json
     import shutil
 
-    from brushwork import shipped
+    from brushwork.core import weights as shipped
 
     shutil.copy(tiny_weights, tmp_path / "adain_vgg.safetensors")
     manifest = tmp_path / "MANIFEST.json"
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path.resolve())
     monkeypatch.setattr(shipped, "MANIFEST", manifest)
-    row = {"file": "adain_vgg.safetensors", "sha256": training.sha256_file(tiny_weights)}
+    row = {"file": "adain_vgg.safetensors", "sha256": weights_io.sha256_file(tiny_weights)}
     manifest.write_text(json.dumps({"weights": [row]}))
     assert AdaIN(bf16=False).stylize(image(), [image(seed=1)]).shape == (1, 3, 40, 48)
     manifest.write_text(json.dumps({"weights": [{**row, "sha256": "f" * 64}]}))
@@ -103,7 +105,7 @@ def test_shipped_file_checked_against_manifest(tiny_weights, tmp_path, monkeypat
 
 
 def test_shipped_adain_weights_load_and_run():
-    from brushwork import shipped
+    from brushwork.core import weights as shipped
 
     if shipped.shipped_path("adain_vgg.safetensors") is None:
         pytest.skip("no shipped adain weights in this checkout")

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from brushwork import blocks
+from brushwork.core import blocks
 from brushwork.errors import BrushworkError
-from brushwork.methods import _feedforward as ff
+from brushwork.methods import feedforward as ff
 
 
 def _feats(c=16, h=12, w=10, seed=0, scale=1.0, shift=0.0):
@@ -102,7 +102,7 @@ def test_tiled_decode_matches_whole(monkeypatch):
 
 
 def test_tiled_encode_close_to_whole(monkeypatch):
-    from brushwork.vgg import VGG19
+    from brushwork.core.vgg import VGG19
 
     enc = VGG19(last_layer="relu3_1")
     x = torch.rand(1, 3, 96, 128)
@@ -119,7 +119,7 @@ def test_tiled_encode_close_to_whole(monkeypatch):
 def test_linear_transform_output_scale_follows_the_style_at_init():
     # VGG features are on the Caffe 0-255 scale: an untrained transform must not blow them up
     # (the matrix branches see RMS-normalised features; the scale comes back as a ratio)
-    from brushwork.blocks import LinearTransform
+    from brushwork.core.blocks import LinearTransform
     torch.manual_seed(0)
     lt = LinearTransform(16, dim=4)
     c = torch.rand(2, 16, 12, 12) * 300

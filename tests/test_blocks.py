@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_reflect_pad_matches_torch(channels_last):
-    from brushwork.blocks import ReflectPad1
+    from brushwork.core.blocks import ReflectPad1
     x = torch.randn(2, 5, 7, 6, generator=torch.Generator().manual_seed(0), requires_grad=True)
     y = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     ours, ref = ReflectPad1()(y), F.pad(y, (1, 1, 1, 1), mode="reflect")

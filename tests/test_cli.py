@@ -157,8 +157,8 @@ def test_no_style(files, capsys):
 
 def test_progress_lines_when_not_a_terminal(capsys):
     """Off a terminal the bar becomes plain lines: at most one per interval, always the last."""
-    from brushwork.cli import ProgressBar
-    from brushwork.protocol import Progress
+    from brushwork.cli.common import ProgressBar
+    from brushwork.core.protocol import Progress
     bar = ProgressBar(enabled=True, unit="step", tty=False, every=3600)
     for i in range(1, 11):
         bar(Progress("adain", "train", step=i, total=10, losses={"total": 1.0 / i},

@@ -2,11 +2,12 @@
 import pytest
 import torch
 
-from brushwork import losses as L
-from brushwork.color import match_color, rgb_to_yiq
+from brushwork.core import losses as L
+from brushwork.core.color import match_color, rgb_to_yiq
 from brushwork.errors import ControlError
 from brushwork.methods.gatys import Gatys, plan_scales
-from brushwork.vgg import VGG19, has_bf16
+from brushwork.core.device import has_bf16
+from brushwork.core.vgg import VGG19
 
 FAST = {"steps": 12, "tol": 0, "precision": "fp32", "style_weight": 1e5}
 
@@ -52,7 +53,7 @@ def test_seeded_runs_are_identical(gatys, content_img, style_img):
 
 def test_progress_events(gatys, content_img, style_img):
     events = []
-    run(gatys, content_img, [style_img], steps=5, callback=None)
+    run(gatys, content_img, [style_img], steps=5)
     gatys.stylize(content_img, [style_img], controls={**FAST, "steps": 5}, callback=events.append)
     steps = [e for e in events if e.kind == "step"]
     assert len(steps) == 5 and events[-1].kind == "done"

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from brushwork.errors import ImageError
-from brushwork.image import (check_output_path, load_image, load_mask, resize_long_side,
+from brushwork.core.image import (check_output_path, load_image, load_mask, resize_long_side,
                              save_image, to_pil, to_tensor)
 
 

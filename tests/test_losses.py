@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from brushwork import losses as L
+from brushwork.core import losses as L
 
 
 def test_tv_of_constant_is_zero():

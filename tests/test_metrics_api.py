@@ -3,8 +3,8 @@ import torch
 from PIL import Image
 
 import brushwork
-from brushwork import metrics
-from brushwork.demo import swirl_painting
+from brushwork.eval import metrics
+from brushwork.cli.demo import swirl_painting
 
 
 @pytest.fixture(scope="module")

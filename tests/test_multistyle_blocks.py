@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from brushwork.errors import ControlError
-from brushwork.blocks import (AnisotropicStrokeModule, ConditionalInstanceNorm2d,
+from brushwork.core.blocks import (AnisotropicStrokeModule, ConditionalInstanceNorm2d,
                               ProjectionDiscriminator, hinge_d_loss, hinge_g_loss, one_hot_styles)
 
 
@@ -98,7 +98,7 @@ def test_hinge_losses_on_known_values():
 
 
 def test_conditional_affine_selects_and_mixes_rows():
-    from brushwork.blocks import ConditionalAffine
+    from brushwork.core.blocks import ConditionalAffine
     m = ConditionalAffine(3, 2)
     x = torch.randn(2, 3, 4, 5)
     assert torch.equal(m(x, torch.eye(2)), x)            # identity start

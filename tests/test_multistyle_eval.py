@@ -6,9 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from brushwork import classifier, style_accuracy
+from brushwork.eval import classifier, style_accuracy
 from brushwork.errors import BrushworkError
 from brushwork.methods import asma
+from brushwork.train import asma as train_asma, classifier as train_classifier
+from brushwork.core.protocol import Capabilities
 
 
 def _save(path, a):
@@ -29,8 +31,8 @@ def setup(tmp_path_factory):
     for i in range(2):
         _save(root / "content" / f"c{i}.png", rng.integers(0, 255, (40, 40, 3)))
     p = argparse.ArgumentParser()
-    classifier.add_arguments(p)
-    classifier.run(p.parse_args(["--styles", str(root / "artists"), "--out",
+    train_classifier.add_arguments(p)
+    train_classifier.run(p.parse_args(["--styles", str(root / "artists"), "--out",
                                  str(root / "clf.safetensors"), "--min-images", "2", "--holdout",
                                  "0.5", "--size", "48", "--epochs", "200", "--hidden", "8"]))
     return root, classifier.ArtistClassifier.load(root / "clf.safetensors")
@@ -39,7 +41,7 @@ def setup(tmp_path_factory):
 class StyleCopy:
     """A stand-in arbitrary-style method: returns the style painting at the content's size."""
     name = "copy"
-    needs_style = True
+    capabilities = Capabilities()
     controls = {}
 
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
@@ -63,8 +65,8 @@ def test_style_accuracy_with_asma_labels_and_sheet(setup, tmp_path):
     root, clf = setup
     out = tmp_path / "asma.safetensors"
     p = argparse.ArgumentParser()
-    asma.add_arguments(p)
-    asma.run(p.parse_args(["--styles", str(root / "artists"), "--content", str(root / "content"),
+    train_asma.add_arguments(p)
+    train_asma.run(p.parse_args(["--styles", str(root / "artists"), "--content", str(root / "content"),
                            "--out", str(out), "--preset", "tiny", "--min-images", "2",
                            "--steps", "1", "--d-steps", "1", "--style-load-size", "48",
                            "--sample-every", "0", "--no-bf16"]))

@@ -7,10 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from brushwork.blocks import ConditionalInstanceNorm2d
+from brushwork.core.blocks import ConditionalInstanceNorm2d
 from brushwork.errors import BrushworkError
 from brushwork.methods import asma, cin, johnson
-from brushwork import classifier, training
+from brushwork.eval import classifier
+from brushwork.train import common as training
+from brushwork.core import weights as weights_io
+from brushwork.train import asma as train_asma, cin as train_cin, classifier as train_classifier, johnson as train_johnson
 
 
 def _img(path, seed, size=48, kind="noise"):
@@ -54,12 +57,12 @@ def test_johnson_trains_resumes_and_stylizes(data, tmp_path):
     out = tmp_path / "j.safetensors"
     argv = ["--style", data / "artists/alpha/alpha0.png", "--content", data / "content",
             "--out", out, "--steps", 2] + TINY_FF
-    r = johnson.run(_parse(johnson.add_arguments, argv))
+    r = train_johnson.run(_parse(train_johnson.add_arguments, argv))
     assert out.exists() and r["steps"] == 2 and np.isfinite(r["losses"]["total"])
     events = []
-    args = _parse(johnson.add_arguments, argv[:-len(TINY_FF)] + TINY_FF)
+    args = _parse(train_johnson.add_arguments, argv[:-len(TINY_FF)] + TINY_FF)
     args.steps, args.resume = 3, True
-    johnson.run(args, events.append)
+    train_johnson.run(args, events.append)
     steps = [e.step for e in events if e.kind == "train"]
     assert steps == [3]  # resumed after step 2
     m = johnson.Johnson(weights=out)
@@ -68,7 +71,7 @@ def test_johnson_trains_resumes_and_stylizes(data, tmp_path):
 
 
 def test_missing_weights_name_the_training_command(tmp_path, monkeypatch):
-    from brushwork import shipped
+    from brushwork.core import weights as shipped
     monkeypatch.setattr(shipped, "WEIGHTS_DIR", tmp_path)  # an install without shipped files
     for cls, hint in ((johnson.Johnson, "brushwork train johnson"),
                       (cin.CIN, "brushwork train cin"), (asma.Asma, "brushwork train asma")):
@@ -81,7 +84,7 @@ def test_missing_weights_name_the_training_command(tmp_path, monkeypatch):
 def _train_cin(data, out, steps=2):
     argv = ["--style", data / "artists/alpha/alpha0.png", "--style", data / "artists/beta/beta0.png",
             "--content", data / "content", "--out", out, "--steps", steps] + TINY_FF
-    return cin.run(_parse(cin.add_arguments, argv))
+    return train_cin.run(_parse(train_cin.add_arguments, argv))
 
 
 def test_cin_trains_blends_and_masks(data, tmp_path):
@@ -112,7 +115,7 @@ def test_cin_add_style_changes_only_that_styles_parameters(data, tmp_path):
     grown = tmp_path / "grown.safetensors"
     argv = ["--add-style", base, "--style", data / "artists/beta/beta2.png", "--name", "new",
             "--content", data / "content", "--out", grown, "--steps", 2] + TINY_FF
-    cin.run(_parse(cin.add_arguments, argv))
+    train_cin.run(_parse(train_cin.add_arguments, argv))
     before = cin.CIN(weights=base).net.state_dict()
     after_model = cin.CIN(weights=grown)
     after = after_model.net.state_dict()
@@ -135,16 +138,16 @@ def test_asma_trains_resumes_and_infers(data, tmp_path):
             "--checkpoint-every", 1, "--sample-every", 2, "--no-bf16", "--warmup", 1,
             "--style-weight", 1.0]
     events = []
-    r = asma.run(_parse(asma.add_arguments, argv), events.append)
+    r = train_asma.run(_parse(train_asma.add_arguments, argv), events.append)
     assert r["artists"] == ["alpha", "beta"] and r["steps"] == 3
     assert [e.message for e in events if e.kind == "train"][0] == "warmup"
     last = [e for e in events if e.kind == "train"][-1].losses
     assert {"adv", "feature", "transform", "style", "d_hinge"} <= set(last)
     assert "content" not in last   # off unless asked for
-    args = _parse(asma.add_arguments, argv)
+    args = _parse(train_asma.add_arguments, argv)
     args.steps, args.resume = 3, True
     events = []
-    asma.run(args, events.append)
+    train_asma.run(args, events.append)
     assert [e.step for e in events if e.kind == "train"] == [4]
     m = asma.Asma(weights=out)
     x = torch.rand(1, 3, 40, 50)
@@ -171,10 +174,10 @@ def test_asma_generator_output_range_and_paper_size():
 def test_classifier_learns_tiny_synthetic_classes(data, tmp_path):
     out = tmp_path / "clf.safetensors"
     p = argparse.ArgumentParser()
-    classifier.add_arguments(p)
+    train_classifier.add_arguments(p)
     args = p.parse_args(["--styles", str(data / "artists"), "--out", str(out), "--min-images", "2",
                          "--holdout", "0.25", "--size", "32", "--epochs", "300", "--hidden", "16"])
-    r = classifier.run(args)
+    r = train_classifier.run(args)
     assert r["classes"] == ["alpha", "beta"] and r["accuracy"]["overall"] == 1.0
     clf = classifier.ArtistClassifier.load(out)
     stripes = training.load_folder(data / "artists/alpha", 48)[0][None].float() / 255
@@ -182,13 +185,13 @@ def test_classifier_learns_tiny_synthetic_classes(data, tmp_path):
 
 
 def test_asma_artist_statistics_are_per_artist_averages(data):
-    from brushwork.vgg import VGG19
-    from brushwork.losses import mean_std
-    paintings = asma.Paintings(data / "artists", 48, 2)
+    from brushwork.core.vgg import VGG19
+    from brushwork.core.losses import mean_std
+    paintings = train_asma.Paintings(data / "artists", 48, 2)
     vgg = VGG19(last_layer="relu4_1", autocast=False)
-    t = asma.artist_statistics(vgg, paintings, torch.device("cpu"))
+    t = train_asma.artist_statistics(vgg, paintings, torch.device("cpu"))
     beta = [img for img, lab in zip(paintings.images, paintings.labels) if lab == 1]
-    for name in asma.STYLE_LAYERS:
+    for name in train_asma.STYLE_LAYERS:
         stats = [mean_std(vgg(img[None].float() / 255, [name])[name]) for img in beta]
         want_mean = torch.stack([m[0] for m, _ in stats]).mean(0)
         want_std = torch.stack([s[0] for _, s in stats]).mean(0)
@@ -198,13 +201,13 @@ def test_asma_artist_statistics_are_per_artist_averages(data):
     # the style term is zero when the output has exactly an artist's statistics target
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     fake = {k: v.clone() for k, v in t.items()}
-    feats = vgg((x + 1) / 2, list(asma.STYLE_LAYERS))
-    for name in asma.STYLE_LAYERS:
+    feats = vgg((x + 1) / 2, list(train_asma.STYLE_LAYERS))
+    for name in train_asma.STYLE_LAYERS:
         m, s = mean_std(feats[name])
         fake[f"mean:{name}"][:2], fake[f"std:{name}"][:2] = m, s
     ids = torch.tensor([0, 1])
-    assert float(asma.style_term(vgg, x, None, ids, fake)) < 1e-6
-    assert float(asma.style_term(vgg, x, None, ids.flip(0), fake)) > 1e-3
+    assert float(train_asma.style_term(vgg, x, None, ids, fake)) < 1e-6
+    assert float(train_asma.style_term(vgg, x, None, ids.flip(0), fake)) > 1e-3
 
 
 def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
@@ -213,11 +216,11 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
             "--preset", "cpu", "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32,
             "--batch", 2, "--min-images", 2, "--steps", 2, "--warmup", 1,
             "--style-load-size", 48, "--no-bf16", "--content-weight", 1e-3]
-    args = _parse(asma.add_arguments, argv)
-    assert asma.resolve_arguments(args)["style_target"] == "typical"
-    assert asma.resolve_arguments(args)["style_grid"] == 1
-    assert asma.resolve_arguments(args)["d_steps"] == 1
-    r = asma.run(args)
+    args = _parse(train_asma.add_arguments, argv)
+    assert train_asma.resolve_arguments(args)["style_target"] == "typical"
+    assert train_asma.resolve_arguments(args)["style_grid"] == 1
+    assert train_asma.resolve_arguments(args)["d_steps"] == 1
+    r = train_asma.run(args)
     assert r["steps"] == 3 and np.isfinite(r["losses"]["style"])
     assert np.isfinite(r["losses"]["content"]) and r["losses"]["content"] > 0
     # the cpu preset's generator: conditional decoder norms and bilinear ASM upsampling
@@ -228,8 +231,8 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
                               m.stylize(x, controls={"artist": "beta"}))
     # exporting the checkpoint gives the same generator as the run's own weight file
     again = tmp_path / "exported.safetensors"
-    asma.export(out.with_suffix(".ckpt"), again, fp16=False)
-    a, b = training.load_weights(out), training.load_weights(again)
+    train_asma.export(out.with_suffix(".ckpt"), again, fp16=False)
+    a, b = weights_io.load_weights(out)[0], weights_io.load_weights(again)[0]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert asma.Asma(weights=again).artists == ["alpha", "beta"]
     # the cpu preset ships the moving average of the generator, not its last step
@@ -238,7 +241,7 @@ def test_asma_cpu_preset_trains_with_artist_targets(data, tmp_path):
         "generator", "discriminator", "generator_ema"}
     raw = asma.Generator.from_config({**training.load_checkpoint_config(ckpt), "n_styles": 2})
     training.load_checkpoint(ckpt, models={"generator": raw})
-    raw_state = training.prefixed_state("generator", raw)
+    raw_state = weights_io.prefixed_state("generator", raw)
     assert any(not torch.equal(raw_state[k].float(), a[k].float()) for k in a)
 
 
@@ -246,9 +249,9 @@ def test_asma_update_ema_is_a_moving_average():
     avg, model = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     torch.nn.init.zeros_(avg.weight)
     torch.nn.init.ones_(model.weight)
-    asma.update_ema(avg, model, 0.9)
+    train_asma.update_ema(avg, model, 0.9)
     assert torch.allclose(avg.weight, torch.full((2, 2), 0.1))
-    asma.update_ema(avg, model, 0.0)
+    train_asma.update_ema(avg, model, 0.0)
     assert torch.equal(avg.weight, model.weight)
 
 
@@ -263,26 +266,26 @@ def _tiny_cpu_run(data, out):
 def test_asma_resume_reuses_the_artist_targets(data, tmp_path, monkeypatch):
     out = tmp_path / "asma_cpu.safetensors"
     argv = _tiny_cpu_run(data, out)
-    asma.run(_parse(asma.add_arguments, argv))
+    train_asma.run(_parse(train_asma.add_arguments, argv))
     def fail(*a, **k):
         raise AssertionError("artist statistics recomputed on resume")
-    monkeypatch.setattr(asma, "artist_statistics", fail)
-    args = _parse(asma.add_arguments, argv)
+    monkeypatch.setattr(train_asma, "artist_statistics", fail)
+    args = _parse(train_asma.add_arguments, argv)
     args.steps, args.resume = 2, True
     events = []
-    asma.run(args, events.append)
+    train_asma.run(args, events.append)
     assert [e.step for e in events if e.kind == "train"] == [2]
 
 
 def test_asma_resume_adds_the_average_to_a_run_without_one(data, tmp_path):
     out = tmp_path / "asma_cpu.safetensors"
     argv = _tiny_cpu_run(data, out) + ["--ema", 0]
-    asma.run(_parse(asma.add_arguments, argv))
+    train_asma.run(_parse(train_asma.add_arguments, argv))
     ckpt = out.with_suffix(".ckpt")
     assert "generator_ema" not in training.load_checkpoint(ckpt, models={})["models"]
-    args = _parse(asma.add_arguments, argv[:-2])      # the preset's EMA from here on
+    args = _parse(train_asma.add_arguments, argv[:-2])      # the preset's EMA from here on
     args.steps, args.resume = 2, True
-    asma.run(args)
+    train_asma.run(args)
     assert "generator_ema" in training.load_checkpoint(ckpt, models={})["models"]
 
 
@@ -300,26 +303,26 @@ def test_shipped_johnson_files_by_bare_name():
 
 def test_asma_style_grid_cells_and_reflect_padding():
     f = torch.arange(2 * 3 * 7 * 9, dtype=torch.float32).view(2, 3, 7, 9)
-    cells = asma.grid_cells(f, 2)
+    cells = train_asma.grid_cells(f, 2)
     assert len(cells) == 4 and sum(c.shape[-2] * c.shape[-1] for c in cells) == 7 * 9
     top = torch.cat([cells[0], cells[1]], -1)
     assert torch.equal(torch.cat([top, torch.cat([cells[2], cells[3]], -1)], -2), f)
-    assert torch.equal(asma.grid_cells(f, 1)[0], f)
+    assert torch.equal(train_asma.grid_cells(f, 1)[0], f)
     # an image whose left half is dark and right half bright: its whole-image statistics can
     # match a target that no cell matches, which the grid loss sees
-    from brushwork.vgg import VGG19
-    from brushwork.losses import mean_std
+    from brushwork.core.vgg import VGG19
+    from brushwork.core.losses import mean_std
     vgg = VGG19(last_layer="relu4_1", autocast=False)
     x = torch.full((1, 3, 64, 64), -0.8)
     x[..., 32:] = 0.8
-    feats = vgg((x + 1) / 2, list(asma.STYLE_LAYERS))
+    feats = vgg((x + 1) / 2, list(train_asma.STYLE_LAYERS))
     t = {}
-    for name in asma.STYLE_LAYERS:
+    for name in train_asma.STYLE_LAYERS:
         m, s = mean_std(feats[name])
         t[f"mean:{name}"], t[f"std:{name}"] = m, s
     ids = torch.tensor([0])
-    assert float(asma.style_term(vgg, x, None, ids, t)) < 1e-6
-    assert float(asma.style_term(vgg, x, None, ids, t, grid=2)) > 1.0
+    assert float(train_asma.style_term(vgg, x, None, ids, t)) < 1e-6
+    assert float(train_asma.style_term(vgg, x, None, ids, t, grid=2)) > 1.0
     # reflect padding: same parameters, a different function near the borders
     g0 = asma.Generator(2, chn=4, n_plain=1)
     g1 = asma.Generator(2, chn=4, n_plain=1, padding="reflect")
@@ -348,7 +351,7 @@ def test_shipped_asma_file_paints_each_artist_differently():
 
 
 def _guide_classifier(data, out, layers="relu1_1,relu2_1,relu3_1,relu4_1"):
-    return classifier.run(_parse(classifier.add_arguments, [
+    return train_classifier.run(_parse(train_classifier.add_arguments, [
         "--styles", data / "artists", "--out", out, "--min-images", 2, "--holdout", 0.25,
         "--size", 32, "--epochs", 200, "--hidden", 16, "--layers", layers]))
 
@@ -371,7 +374,7 @@ def test_classifier_layers_option_round_trips(data, tmp_path):
     s.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     with pytest.raises(BrushworkError, match="--layers"):
-        classifier.parse_layers("relu4_2")
+        train_classifier.parse_layers("relu4_2")
 
 
 def test_asma_classifier_term_and_init(data, tmp_path):
@@ -381,39 +384,39 @@ def test_asma_classifier_term_and_init(data, tmp_path):
     base = ["--styles", data / "artists", "--content", data / "content", "--preset", "cpu",
             "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32, "--batch", 2,
             "--min-images", 2, "--style-load-size", 48, "--no-bf16", "--warmup", 0]
-    r = asma.run(_parse(asma.add_arguments, base + [
+    r = train_asma.run(_parse(train_asma.add_arguments, base + [
         "--out", out, "--steps", 2, "--classifier", clf, "--classifier-weight", 1.0]))
     assert np.isfinite(r["losses"]["classifier"]) and r["losses"]["classifier"] > 0
-    scaled = asma.run(_parse(asma.add_arguments, base + [
+    scaled = train_asma.run(_parse(train_asma.add_arguments, base + [
         "--out", tmp_path / "scaled.safetensors", "--steps", 1, "--classifier", clf,
         "--classifier-weight", 1.0, "--classifier-scale", "1.5,2"]))
     assert np.isfinite(scaled["losses"]["classifier"])
-    assert asma.parse_scale_range("1.2") == (1.2, 1.2)
+    assert train_asma.parse_scale_range("1.2") == (1.2, 1.2)
     for bad in ("2,1", "0.1,1", "a,b"):
         with pytest.raises(BrushworkError, match="classifier-scale"):
-            asma.parse_scale_range(bad)
+            train_asma.parse_scale_range(bad)
     # --init starts the generator from a weight file: with lr ~0 the result is that file
     again = tmp_path / "asma_init.safetensors"
-    asma.run(_parse(asma.add_arguments, base + [
+    train_asma.run(_parse(train_asma.add_arguments, base + [
         "--out", again, "--steps", 1, "--init", out, "--lr", 1e-12, "--ema", 0]))
-    a, b = training.load_weights(out), training.load_weights(again)
+    a, b = weights_io.load_weights(out)[0], weights_io.load_weights(again)[0]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     # mismatches are one-line errors
     with pytest.raises(BrushworkError, match="go together"):
-        asma.run(_parse(asma.add_arguments, base + ["--out", again, "--steps", 1,
+        train_asma.run(_parse(train_asma.add_arguments, base + ["--out", again, "--steps", 1,
                                                      "--classifier", clf]))
     g = asma.Generator(3, 4, 1, "film", "bilinear", "reflect")
     with pytest.raises(BrushworkError, match="artists"):
-        asma.init_generator(g, out, ["alpha", "beta", "gamma"])
+        train_asma.init_generator(g, out, ["alpha", "beta", "gamma"])
     wide = asma.Generator(2, 8, 1, "film", "bilinear", "reflect")
     with pytest.raises(BrushworkError, match="network"):
-        asma.init_generator(wide, out, ["alpha", "beta"])
+        train_asma.init_generator(wide, out, ["alpha", "beta"])
     deep = tmp_path / "deep.safetensors"
     _guide_classifier(data, deep, "relu1_1,relu5_1")
     with pytest.raises(BrushworkError, match="relu5_1"):
-        asma.guidance_classifier(deep, ["alpha", "beta"], torch.device("cpu"))
+        train_asma.guidance_classifier(deep, ["alpha", "beta"], torch.device("cpu"))
     with pytest.raises(BrushworkError, match="does not know"):
-        asma.guidance_classifier(clf, ["alpha", "gamma"], torch.device("cpu"))
+        train_asma.guidance_classifier(clf, ["alpha", "gamma"], torch.device("cpu"))
 
 
 def test_asma_typical_painting_targets(data, tmp_path):
@@ -422,10 +425,10 @@ def test_asma_typical_painting_targets(data, tmp_path):
     x = torch.tensor([[1.0, 1.1], [1.2, 0.9], [0.6, 0.6], [3.0, 3.2], [3.6, 3.6], [2.9, 2.7]])
     labels = torch.tensor([0, 0, 0, 1, 1, 1])
     per = {"mean:relu1_1": x, "std:relu1_1": x}
-    idx = asma.typical_paintings(per, labels, 2)
+    idx = train_asma.typical_paintings(per, labels, 2)
     assert idx.tolist() == [2, 4]
     assert all(labels[i] == a for a, i in enumerate(idx.tolist()))
-    r = asma.run(_parse(asma.add_arguments, [
+    r = train_asma.run(_parse(train_asma.add_arguments, [
         "--styles", data / "artists", "--content", data / "content", "--preset", "cpu",
         "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32, "--batch", 2, "--min-images", 2,
         "--style-load-size", 48, "--no-bf16", "--warmup", 0, "--steps", 1,
@@ -434,11 +437,11 @@ def test_asma_typical_painting_targets(data, tmp_path):
 
 
 def test_asma_standardised_style_space(data, tmp_path):
-    from brushwork.vgg import VGG19
-    from brushwork.losses import mean_std
-    paintings = asma.Paintings(data / "artists", 48, 2)
+    from brushwork.core.vgg import VGG19
+    from brushwork.core.losses import mean_std
+    paintings = train_asma.Paintings(data / "artists", 48, 2)
     vgg = VGG19(last_layer="relu4_1", autocast=False)
-    t = asma.artist_statistics(vgg, paintings, torch.device("cpu"))
+    t = train_asma.artist_statistics(vgg, paintings, torch.device("cpu"))
     # the moments are those of the log statistics over all eight paintings
     logs = torch.stack([torch.log1p(mean_std(vgg(img[None].float() / 255, ["relu2_1"])
                                              ["relu2_1"])[0][0].clamp_min(0))
@@ -447,33 +450,33 @@ def test_asma_standardised_style_space(data, tmp_path):
     assert torch.allclose(t["sd|mean:relu2_1"], logs.std(0).clamp_min(1e-3), atol=1e-4)
     # a statistic at the mean of the paintings is 0 in the standardised space, one sd above is 1
     mu, sd = t["mu|std:relu3_1"], t["sd|std:relu3_1"]
-    assert torch.allclose(asma.standardised(torch.expm1(mu), t, "std:relu3_1"),
+    assert torch.allclose(train_asma.standardised(torch.expm1(mu), t, "std:relu3_1"),
                           torch.zeros_like(mu), atol=1e-4)
-    assert torch.allclose(asma.standardised(torch.expm1(mu + sd), t, "std:relu3_1"),
+    assert torch.allclose(train_asma.standardised(torch.expm1(mu + sd), t, "std:relu3_1"),
                           torch.ones_like(mu), atol=1e-3)
     # zero on the exact target, positive on the other artist's, in both spaces
     x = torch.rand(2, 3, 32, 32) * 2 - 1
     fake = {k: v.clone() for k, v in t.items()}
-    feats = vgg((x + 1) / 2, list(asma.STYLE_LAYERS))
-    for name in asma.STYLE_LAYERS:
+    feats = vgg((x + 1) / 2, list(train_asma.STYLE_LAYERS))
+    for name in train_asma.STYLE_LAYERS:
         fake[f"mean:{name}"][:2], fake[f"std:{name}"][:2] = mean_std(feats[name])
     ids = torch.tensor([0, 1])
-    assert float(asma.style_term(vgg, x, None, ids, fake, space="standardised")) < 1e-6
-    raw = float(asma.style_term(vgg, x, None, ids.flip(0), fake))
-    std = float(asma.style_term(vgg, x, None, ids.flip(0), fake, space="standardised"))
+    assert float(train_asma.style_term(vgg, x, None, ids, fake, space="standardised")) < 1e-6
+    raw = float(train_asma.style_term(vgg, x, None, ids.flip(0), fake))
+    std = float(train_asma.style_term(vgg, x, None, ids.flip(0), fake, space="standardised"))
     assert std > 1e-3 and abs(std - raw) > 1e-3
     with pytest.raises(BrushworkError, match="style space"):
-        asma.style_term(vgg, x, None, ids, fake, space="whitened")
+        train_asma.style_term(vgg, x, None, ids, fake, space="whitened")
     with pytest.raises(BrushworkError, match="needs artist or typical"):
-        asma.style_term(vgg, x, torch.rand(2, 3, 32, 32), ids, None, space="standardised")
+        train_asma.style_term(vgg, x, torch.rand(2, 3, 32, 32), ids, None, space="standardised")
     argv = ["--styles", data / "artists", "--content", data / "content", "--preset", "cpu",
             "--chn", 4, "--n-plain", 1, "--d-chn", 4, "--size", 32, "--batch", 2,
             "--min-images", 2, "--style-load-size", 48, "--no-bf16", "--warmup", 0,
             "--steps", 1, "--style-space", "standardised", "--style-weight", 1,
             "--out", tmp_path / "z.safetensors"]
     with pytest.raises(BrushworkError, match="--style-target artist or typical"):
-        asma.resolve_arguments(_parse(asma.add_arguments, argv + ["--style-target", "painting"]))
-    r = asma.run(_parse(asma.add_arguments, argv))
+        train_asma.resolve_arguments(_parse(train_asma.add_arguments, argv + ["--style-target", "painting"]))
+    r = train_asma.run(_parse(train_asma.add_arguments, argv))
     assert np.isfinite(r["losses"]["style"]) and r["losses"]["style"] > 0
 
 
@@ -481,18 +484,18 @@ def test_asma_resume_recomputes_targets_saved_without_moments(data, tmp_path, mo
     # a checkpoint from before the standardised space holds the targets but not their moments
     out = tmp_path / "asma_cpu.safetensors"
     argv = _tiny_cpu_run(data, out)
-    asma.run(_parse(asma.add_arguments, argv))
+    train_asma.run(_parse(train_asma.add_arguments, argv))
     ckpt = out.with_suffix(".ckpt")
     blob = torch.load(ckpt, weights_only=False)
     blob["extra"]["artist_stats"] = {k: v for k, v in blob["extra"]["artist_stats"].items()
                                      if "|" not in k}
     torch.save(blob, ckpt)
-    calls, real = [], asma.artist_statistics
-    monkeypatch.setattr(asma, "artist_statistics",
+    calls, real = [], train_asma.artist_statistics
+    monkeypatch.setattr(train_asma, "artist_statistics",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
-    args = _parse(asma.add_arguments, argv + ["--style-space", "standardised"])
+    args = _parse(train_asma.add_arguments, argv + ["--style-space", "standardised"])
     args.steps, args.resume = 2, True
-    r = asma.run(args)
+    r = train_asma.run(args)
     assert calls == [1] and np.isfinite(r["losses"]["style"])
     saved = torch.load(ckpt, weights_only=False)["extra"]["artist_stats"]
     assert any(k.startswith("mu|") for k in saved)

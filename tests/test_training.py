@@ -6,7 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from brushwork import training
+from brushwork.train import common as training
+from brushwork.core import weights as weights_io
 from brushwork.errors import BrushworkError
 
 
@@ -85,7 +86,7 @@ def test_checkpoint_round_trip(tmp_path):
 
 
 def test_trainers_table():
-    table = training.TRAINERS
+    from brushwork.train import TRAINERS as table
     for name in ("adain", "wct", "linear", "sanet", "distill"):
         assert hasattr(table[name], "run") and hasattr(table[name], "add_arguments")
 
@@ -110,12 +111,12 @@ def test_train_adain_end_to_end_and_resume(folders, tmp_path):
     assert out.is_file() and ckpt.is_file()
     assert (tmp_path / "adain_sample_000002.png").is_file()
     assert training.load_checkpoint_step(ckpt) == 2
-    first = training.load_weights(out)
+    first = weights_io.load_weights(out)[0]
     out = _train(folders, tmp_path, "adain", 3, "--resume", "--identity-weight", "5")
     assert training.load_checkpoint_step(ckpt) == 3
     log = [json.loads(l) for l in out.with_suffix(".log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 3]
-    second = training.load_weights(out)
+    second = weights_io.load_weights(out)[0]
     assert any(not torch.equal(first[k], second[k]) for k in first)
     model = AdaIN(weights=out, bf16=False)
     res = model.stylize(torch.rand(1, 3, 40, 40), [torch.rand(1, 3, 32, 32)])
@@ -125,10 +126,10 @@ def test_train_adain_end_to_end_and_resume(folders, tmp_path):
 def test_resume_is_deterministic(folders, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    a = training.load_weights(_train(folders, tmp_path / "a", "adain", 3, "--seed", "1"))
+    a = weights_io.load_weights(_train(folders, tmp_path / "a", "adain", 3, "--seed", "1"))[0]
     _train(folders, tmp_path / "b", "adain", 2, "--seed", "1")
-    b = training.load_weights(_train(folders, tmp_path / "b", "adain", 3, "--seed", "1",
-                                     "--resume"))
+    b = weights_io.load_weights(_train(folders, tmp_path / "b", "adain", 3, "--seed", "1",
+                              "--resume"))[0]
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-5), k
 
@@ -139,7 +140,7 @@ def test_resume_is_deterministic(folders, tmp_path):
 def test_other_trainers_run(folders, tmp_path, name, extra):
     out = _train(folders, tmp_path, name, 1, *extra)
     meta_method = {"wct": "wct", "linear": "linear", "distill": "distill"}[name]
-    from brushwork.shipped import load_weights
+    from brushwork.core.weights import load_weights
 
     _, meta = load_weights(out)
     assert meta["method"] == meta_method and meta["steps"] == "1"
@@ -148,7 +149,7 @@ def test_other_trainers_run(folders, tmp_path, name, extra):
 @pytest.mark.parametrize("loss_net", ["vgg", "encoder"])
 def test_adain_on_a_distilled_encoder_trains_and_stylises(folders, tmp_path, loss_net):
     from brushwork.methods.adain import AdaIN
-    from brushwork.shipped import load_weights
+    from brushwork.core.weights import load_weights
 
     small = _train(folders, tmp_path, "distill", 1, "--levels", "1,2,3", "--encoder-width",
                    "0.0625")
@@ -164,7 +165,7 @@ def test_adain_on_a_distilled_encoder_trains_and_stylises(folders, tmp_path, los
     assert y.shape == content.shape and 0 <= y.min() and y.max() <= 1
     assert torch.equal(y, model.stylize(content, [style]))
     # a stopped run ships through export: encoder from the run's --encoder-weights, same output
-    from brushwork.methods.adain import export
+    from brushwork.train.adain import export
     again = tmp_path / "exported.safetensors"
     export(out.with_suffix(".ckpt"), again, fp16=False)
     assert load_weights(again)[1]["style_loss_net"] == loss_net
@@ -174,7 +175,7 @@ def test_adain_on_a_distilled_encoder_trains_and_stylises(folders, tmp_path, los
 def test_wct_decoders_for_a_distilled_encoder_with_a_style_term(folders, tmp_path, capsys):
     from brushwork.cli import main
     from brushwork.methods.wct import WCT
-    from brushwork.shipped import load_weights
+    from brushwork.core.weights import load_weights
 
     small = _train(folders, tmp_path, "distill", 1, "--levels", "1,2", "--encoder-width", "0.0625")
     out = _train(folders, tmp_path, "wct", 2, "--levels", "1,2", "--encoder-weights", str(small),
@@ -219,7 +220,7 @@ W = 1 / 32  # the width _train passes
 @pytest.fixture(scope="module")
 def wct_file(tmp_path_factory):
     """A tiny wct weight file with decoders for levels 3 and 4."""
-    from brushwork import blocks
+    from brushwork.core import blocks
 
     from _arbitrary_util import save_tiny
 
@@ -231,22 +232,23 @@ def wct_file(tmp_path_factory):
 
 def _file_decoder(path, level):
     prefix = f"decoder{level}."
-    return {k[len(prefix):]: v for k, v in training.load_weights(path).items()
+    return {k[len(prefix):]: v for k, v in weights_io.load_weights(path)[0].items()
             if k.startswith(prefix)}
 
 
 def _capture_initial_decoder(monkeypatch, run_loop):
     """Patch the trainers' loop to record the decoder's weights at the start of training."""
-    from brushwork.methods import wct
+    from brushwork.train import linear, loops, sanet
 
-    seen, real = {}, wct.train_loop
+    seen, real = {}, loops.train_loop
 
     def loop(name, args, images, models, *rest, **kw):
         seen.update({k: v.detach().clone() for k, v in models["decoder"].state_dict().items()})
         if run_loop:
             real(name, args, images, models, *rest, **kw)
 
-    monkeypatch.setattr(wct, "train_loop", loop)
+    for trainer in (linear, sanet):
+        monkeypatch.setattr(trainer, "train_loop", loop)
     return seen
 
 
@@ -272,9 +274,9 @@ def test_init_decoder_trains_and_is_ignored_on_resume(folders, tmp_path, wct_fil
 
 
 def test_init_decoder_errors(folders, tmp_path, wct_file, capsys):
-    from brushwork import blocks
+    from brushwork.core import blocks
     from brushwork.cli import main
-    from brushwork.methods.wct import init_decoder
+    from brushwork.train.loops import init_decoder
 
     from _arbitrary_util import save_tiny
 

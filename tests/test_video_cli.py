@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from brushwork import cli
-from brushwork.image import save_image
+from brushwork.core.image import save_image
 from brushwork.methods import METHODS
+from brushwork.core.protocol import Capabilities
 
 from video_clip import make_clip, stream_facts
 
@@ -18,6 +19,7 @@ class Toy:
     name = "toy"
     summary = "test method"
     controls = {}
+    capabilities = Capabilities()
 
     def __init__(self, device="cpu"):
         self.calls = 0

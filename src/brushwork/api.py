@@ -1,23 +1,60 @@
-"""The Python API: ``brushwork.stylize(content, style_or_styles, method="gatys", **controls)``."""
+"""The Python API: ``brushwork.stylize(content, style_or_styles, method="gatys", **controls)``.
+
+Every request, from the CLI, the API or the studio, goes through :func:`stylize_tensors`: the one
+place that checks the method, its options, the device, the size, the seed, the images and the
+controls before any work starts.
+"""
 from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from PIL import Image
 
-from .image import resize_long_side, to_pil, to_tensor
+from .core import validate
+from .core.device import pick_device
+from .core.image import resize_long_side, to_pil, to_tensor
+from .core.protocol import Progress
+from .errors import ResourceError
 from .methods import get_method
-from .protocol import Progress
 
-_instances: dict[tuple[str, str], object] = {}
+_instances: dict[tuple, object] = {}
 
 
 def get_stylizer(method: str = "gatys", device: str = "cpu", **options):
-    """A method instance (created once per method/device/options and reused: weights load once)."""
-    key = (method, device, tuple(sorted(options.items())))
+    """A method instance (created once per method/device/options and reused: weights load
+    once). Unknown methods, options and devices raise BrushworkError."""
+    cls = get_method(method)
+    options = validate.check_options(cls, options)
+    dev = pick_device(device)
+    key = (method, str(dev), tuple(sorted((k, str(v)) for k, v in options.items())))
     if key not in _instances:
-        _instances[key] = get_method(method)(device=device, **options)
+        _instances[key] = cls(device=dev, **options)
     return _instances[key]
+
+
+def stylize_tensors(content: torch.Tensor, styles: list[torch.Tensor], method: str = "gatys", *,
+                    style_weights=None, size: int | None = None, seed: int | None = 0,
+                    device: str = "cpu", method_options: dict | None = None,
+                    controls: dict | None = None,
+                    callback: Callable[[Progress], None] | None = None) -> torch.Tensor:
+    """Checked stylisation of (1, 3, H, W) tensors: ``size`` is the output's long side (None or
+    0 keeps the content's size). Returns a (1, 3, H, W) tensor in [0, 1]."""
+    size = validate.check_size(size)
+    seed = validate.check_seed(seed)
+    stylizer = get_stylizer(method, device, **(method_options or {}))
+    content = validate.check_image_size(resize_long_side(content, size), "the content image")
+    for i, s in enumerate(styles):
+        validate.check_image_size(s, f"style image {i + 1}")
+    try:
+        return stylizer.stylize(content, styles, style_weights=style_weights, controls=controls,
+                                seed=seed, callback=callback)
+    except (MemoryError, RuntimeError) as e:
+        if isinstance(e, MemoryError) or "memory" in str(e).lower():
+            h, w = content.shape[-2:]
+            raise ResourceError(f"out of memory stylising {w}x{h} pixels with {method}; use a "
+                                f"smaller size") from None
+        raise
 
 
 def stylize(content, style_or_styles=None, method: str = "gatys", *,
@@ -27,9 +64,11 @@ def stylize(content, style_or_styles=None, method: str = "gatys", *,
             **controls) -> Image.Image:
     """Stylise ``content`` with one or several styles and return a PIL image.
 
-    ``content`` and each style may be a path, a PIL image, a numpy array or a tensor.
-    ``size`` is the output's long side (None keeps the content's size). ``controls`` are the
-    method's controls (see ``brushwork methods``); one it does not support raises ControlError.
+    ``content`` and each style may be a path, a PIL image, a numpy array (uint8 0..255,
+    uint16 0..65535, or float 0..1) or a tensor. ``size`` is the output's long side (None or 0
+    keeps the content's size). ``controls`` are the method's controls (see
+    ``brushwork methods``); one it does not support raises ControlError. Methods with built-in
+    styles (johnson, cin, asma) take no style images.
     """
     if style_or_styles is None:
         styles = []
@@ -37,9 +76,10 @@ def stylize(content, style_or_styles=None, method: str = "gatys", *,
         styles = list(style_or_styles)
     else:
         styles = [style_or_styles]
-    stylizer = get_stylizer(method, device, **(method_options or {}))
-    c = resize_long_side(to_tensor(content, max_pixels=max_pixels), size)
+    max_pixels = validate.check_max_pixels(max_pixels)
+    c = to_tensor(content, max_pixels=max_pixels)
     s = [to_tensor(x, max_pixels=max_pixels) for x in styles]
-    out = stylizer.stylize(c, s, style_weights=style_weights, controls=controls, seed=seed,
-                           callback=callback)
+    out = stylize_tensors(c, s, method, style_weights=style_weights, size=size, seed=seed,
+                          device=device, method_options=method_options, controls=controls,
+                          callback=callback)
     return to_pil(out)

@@ -15,3 +15,7 @@ class ImageError(BrushworkError):
 
 class ControlError(BrushworkError):
     """A method was given a control it does not support, or a bad value for one."""
+
+
+class ResourceError(BrushworkError):
+    """The machine ran out of something (memory, disk) for this request."""

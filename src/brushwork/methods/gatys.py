@@ -21,13 +21,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import losses as L
-from ..color import combine_luminance, gray3, luminance, preserve_color_inputs
+from ..core import losses as L
+from ..core.color import combine_luminance, gray3, luminance, preserve_color_inputs
 from ..errors import ControlError
-from ..image import load_masks, resize, to_tensor
-from ..protocol import (MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit,
-                        normalize_style_weights, resolve_controls)
-from ..vgg import LAYER_INDEX, VGG19, has_bf16
+from ..core.image import load_masks, resize, to_tensor
+from ..core.protocol import (Capabilities, begin, MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit)
+from ..core.device import has_bf16
+from ..core.vgg import LAYER_INDEX, VGG19
 
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 
@@ -102,6 +102,7 @@ class Gatys:
     name = "gatys"
     summary = "optimisation (Gatys et al.): any style, best quality, slow (seconds to minutes)"
     controls = CONTROLS
+    capabilities = Capabilities(options=(), temporal_hooks=True, iterative=True)
 
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -183,7 +184,7 @@ class Gatys:
     # ------------------------------------------------------------------ main entry
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
                 callback=None):
-        c = resolve_controls(self.name, self.controls, controls)
+        c, weights = begin(self, styles, style_weights, controls)
         for name in c["content_layers"] + c["style_layers"] + c["hist_layers"] + c["mrf_layers"]:
             if name not in LAYER_INDEX:
                 raise ControlError(f"unknown VGG19 layer {name!r} (e.g. relu4_2, relu1_1)")
@@ -192,7 +193,6 @@ class Gatys:
         if c["style_depth"] and c["style_depth"] > len(c["style_layers"]):
             raise ControlError(f"style_depth {c['style_depth']} > {len(c['style_layers'])} "
                                f"style layers")
-        weights = normalize_style_weights(len(styles), style_weights)
         seed = 0 if seed is None else int(seed)
         clock = Clock()
         dev = self.device

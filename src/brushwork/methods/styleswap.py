@@ -7,14 +7,12 @@ decoder (``brushwork train wct --levels 3``) or a ``styleswap`` file with ``deco
 """
 from __future__ import annotations
 
-import torch
 
-from ..blocks import decoder, style_swap
+from ..core.blocks import decoder, style_swap
 from ..errors import BrushworkError
-from ..protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Clock, Control, Progress,
-                        emit, normalize_style_weights, resolve_controls)
-from ..vgg import VGG19
-from . import _feedforward as ff
+from ..core.protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Control)
+from ..core.vgg import VGG19
+from . import feedforward as ff
 
 DEFAULT_FILE = "wct_vgg.safetensors"
 TRAIN_HINT = "brushwork train wct --levels 3 --content DIR --styles DIR --out FILE"
@@ -25,7 +23,7 @@ STYLE_STRIDE = Control("patch_stride", "int", 1,
                        low=1, high=4)
 
 
-class StyleSwap:
+class StyleSwap(ff.FeedForward):
     name = "styleswap"
     summary = "Style swap (Chen & Schmidt 2016): nearest style patch per content patch at relu3_1"
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE, PATCH,
@@ -43,27 +41,10 @@ class StyleSwap:
         self.decoder = ff.load_frozen(decoder(3, ff.meta_float(meta, "width", 1.0, path)),
                                       "decoder3", state, path, self.device)
 
-    @torch.inference_mode()
-    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
-                callback=None) -> torch.Tensor:
-        c = resolve_controls(self.name, self.controls, controls)
+    def passes(self, c):
         if c["patch_size"] % 2 == 0:
             raise BrushworkError(f"styleswap: patch_size must be odd, got {c['patch_size']}")
-        weights = normalize_style_weights(len(styles), style_weights)
-        clock = Clock()
-        content, styles, masks, content_rgb = ff.prepare(content, styles, c, self.device)
-        hw = tuple(content.shape[-2:])
-        x = ff.pad_to_multiple(content, 4)
-        cf = ff.encode_big(self.encoder, x, "relu3_1", self.bf16, 4)
-        targets = []
-        for i, s in enumerate(styles):
-            sf = self.encoder(s, "relu3_1")["relu3_1"]
-            targets.append(style_swap(cf, sf, c["patch_size"], c["patch_stride"]))
-            emit(callback, Progress(self.name, "step", i + 1, len(styles), elapsed=clock()))
-        pm = None if masks is None else [ff.pad_to_multiple(m, 4) for m in masks]
-        t = ff.combine(cf, targets, weights, pm, c["strength"])
-        out = ff.decode_big(self.decoder, t, self.bf16, 4)[..., :hw[0], :hw[1]]
-        out = ff.finish(out, hw, content_rgb)
-        emit(callback, Progress(self.name, "done", len(styles), len(styles), size=hw,
-                                elapsed=clock()))
-        return out
+        return [ff.Pass(("relu3_1",), self.decoder)]
+
+    def transform(self, cf, sf, mask, c):
+        return style_swap(cf["relu3_1"], sf["relu3_1"], c["patch_size"], c["patch_stride"])

@@ -19,10 +19,10 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .classifier import ArtistClassifier, artist_folders, split_by_painting
-from .errors import BrushworkError
-from .image import load_image, resize_long_side, to_pil
-from .protocol import Clock, Progress, emit
-from .training import list_images
+from ..errors import BrushworkError
+from ..core.image import load_image, resize_long_side, to_pil
+from ..core.protocol import Clock, Progress, emit
+from ..core.image import list_images
 
 
 def content_set(content_dir, n: int, size: int, seed: int) -> list[tuple[str, torch.Tensor]]:
@@ -56,7 +56,7 @@ def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paint
     ``method`` follows the Stylizer protocol; label-driven methods (with ``labels()``) get
     ``controls['artist']``, others one painting per (content, artist) from ``paintings``."""
     clock = Clock()
-    labelled = hasattr(method, "labels") and not getattr(method, "needs_style", True)
+    labelled = method.capabilities.styles == "labels"
     artists = artists or clf.classes
     if labelled:
         known = method.labels()
@@ -133,35 +133,14 @@ def render_sheet(content: torch.Tensor, outputs: list[torch.Tensor], labels: lis
 
 def sheet_for(method, content: torch.Tensor, size: int | None = 256, controls=None) -> Image.Image:
     """Render every built-in style/artist of a labelled method (``cin``, ``asma``) on ``content``."""
-    if not hasattr(method, "render_all"):
+    if method.capabilities.styles != "labels":
         raise BrushworkError(f"method {getattr(method, 'name', method)!r} has no built-in styles "
                              f"to put on a sheet (use cin or asma)")
     x = resize_long_side(content, size) if size else content
     return render_sheet(x, method.render_all(x, controls), method.labels())
 
 
-# ------------------------------------------------------------------------------- command line
-def add_eval_arguments(p) -> None:
-    """Flags of `brushwork eval style-accuracy`."""
-    p.add_argument("--methods", default="asma,gatys,adain",
-                   help="comma-separated methods to judge (label-driven or painting-driven)")
-    p.add_argument("--styles", required=True, help="folder of artist sub-folders (the paintings "
-                   "that drive painting-driven methods: the classifier's held-out ones)")
-    p.add_argument("--content", required=True, help="folder of content photos")
-    p.add_argument("--classifier", default=None, help="artist classifier (default: shipped)")
-    p.add_argument("--artists", default=None, help="comma-separated subset of the artists")
-    p.add_argument("--n-content", type=int, default=10, help="content photos per artist")
-    p.add_argument("--size", type=int, default=256, help="content long side")
-    p.add_argument("--style-size", type=int, default=256, help="driving painting long side")
-    p.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
-                   help="weight file for a method (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="METHOD.CONTROL=VALUE",
-                   help="a control for one method, e.g. gatys.steps=100 (repeatable)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
-
-
+# ------------------------------------------------------------------------ commands (no printing)
 def _pairs(items, sep: str, what: str) -> list[tuple[str, str]]:
     out = []
     for item in items:
@@ -177,7 +156,7 @@ def run_eval(args, callback=None) -> dict:
     """Judge each method; returns {"results": {method: result}, "table": markdown}."""
     import json
 
-    from .methods import get_method
+    from ..methods import get_method
 
     clf = ArtistClassifier.load(args.classifier)
     artists = [a.strip() for a in args.artists.split(",")] if args.artists else clf.classes
@@ -197,7 +176,7 @@ def run_eval(args, callback=None) -> dict:
         cls = get_method(name)
         options = {"weights": weights[name]} if name in weights else {}
         method = cls(device=args.device, **options)
-        if getattr(method, "needs_style", True) and paintings is None:
+        if method.capabilities.takes_style_images and paintings is None:
             paintings = heldout_paintings(clf, args.styles, clf.holdout, clf.split_seed)
         results[name] = evaluate(name, method, clf, contents, paintings=paintings,
                                  artists=artists, style_size=args.style_size,
@@ -209,18 +188,9 @@ def run_eval(args, callback=None) -> dict:
     return out
 
 
-def add_sheet_arguments(p) -> None:
-    p.add_argument("content", metavar="CONTENT", help="content photo")
-    p.add_argument("-m", "--method", default="cin", help="a method with built-in styles: cin, asma")
-    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg)")
-    p.add_argument("--size", type=int, default=256, help="long side of each cell")
-    p.add_argument("--weights", default=None, help="weight file (default: shipped)")
-    p.add_argument("--device", default="cpu")
-
-
 def run_sheet(args) -> Path:
-    from .image import check_output_path, save_image
-    from .methods import get_method
+    from ..core.image import check_output_path, save_image
+    from ..methods import get_method
 
     out = check_output_path(args.output)
     options = {"weights": args.weights} if args.weights else {}

@@ -23,14 +23,13 @@ import tempfile
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .errors import BrushworkError
-from .image import SAVE_FORMATS, load_image, max_pixels_default, resize, save_image
-from .protocol import Clock, Progress, emit
+from ..errors import BrushworkError
+from ..core.image import SAVE_FORMATS, load_image, max_pixels_default, resize, save_image
 
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 IMAGE_EXTS = tuple(SAVE_FORMATS)
@@ -81,7 +80,7 @@ def _natural_key(p: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
 
 
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
     files = [p for p in folder.iterdir()
              if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
     return sorted(files, key=_natural_key)
@@ -109,7 +108,7 @@ class FrameSource:
 
     # -- opening
     def _open_folder(self, fps):
-        self.files = _frame_files(self.path)
+        self.files = frame_files(self.path)
         if not self.files:
             raise VideoError(f"{self.path}: folder holds no image frames "
                              f"({', '.join(IMAGE_EXTS)})")
@@ -262,7 +261,7 @@ def output_kind(path) -> str:
                      f"or a folder)")
 
 
-def _check_parent(path: Path) -> None:
+def check_parent(path: Path) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise VideoError(f"{path}: output directory {parent} does not exist")
@@ -326,7 +325,7 @@ class VideoWriter:
         self.path = Path(path)
         if output_kind(self.path) != "video":
             raise VideoError(f"{self.path}: not a video file name")
-        _check_parent(self.path)
+        check_parent(self.path)
         if self.path.is_dir():
             raise VideoError(f"{self.path}: is a directory")
         encoder = resolve_codec(self.path, codec)
@@ -501,7 +500,7 @@ class FolderWriter:
 
     def __init__(self, path, *, ext: str = ".png"):
         self.path = Path(path)
-        _check_parent(self.path)
+        check_parent(self.path)
         if self.path.exists():
             if not self.path.is_dir():
                 raise VideoError(f"{self.path}: exists and is not a folder")
@@ -563,182 +562,3 @@ def write_frames(path, frames: Sequence[torch.Tensor], fps=DEFAULT_FOLDER_FPS, *
         for f in frames:
             sink.write(f)
     return Path(path)
-
-
-# ----------------------------------------------------------------------------- pipeline
-
-def stylize_video(src, dst, stylizer, styles: Sequence[torch.Tensor], *,
-                  consistency: str = "flow", size: int | None = None,
-                  style_weights: Sequence[float] | None = None,
-                  controls: Mapping[str, Any] | None = None, seed: int | None = 0,
-                  codec: str | None = None, crf: int = 18, fps=None, keep_audio: bool = True,
-                  temporal_options: Mapping[str, Any] | None = None,
-                  callback: Callable[[Progress], None] | None = None) -> Path:
-    """Stylise every frame of ``src`` with ``stylizer`` and write ``dst`` (file or folder).
-
-    ``consistency`` is "none" (each frame on its own) or "flow" (see
-    :class:`brushwork.temporal.TemporalStylizer`). The same ``seed`` is used for every frame.
-    Inputs are checked and the first frame decoded before anything is written; on any error the
-    partial output is removed. ``callback`` gets one Progress event per frame (``method="video"``,
-    ``kind="step"``, ``step`` = frames done, ``total`` = expected count, 0 if unknown) and a
-    ``kind="done"`` event at the end.
-    """
-    from .temporal import TemporalStylizer
-
-    kind = output_kind(dst)
-    if kind == "video":
-        resolve_codec(dst, codec)
-        _check_parent(Path(dst))
-    source = FrameSource(src, size=size, even=(kind == "video"), fps=fps)
-    try:
-        wrapped = TemporalStylizer(stylizer, consistency, **dict(temporal_options or {}))
-        clock = Clock()
-        total = source.info.n_frames
-        with open_sink(dst, source, codec=codec, crf=crf, keep_audio=keep_audio) as sink:
-            for i, frame in enumerate(source):
-                out = wrapped.stylize(frame, styles, style_weights=style_weights,
-                                      controls=controls, seed=seed)
-                if tuple(out.shape[-2:]) != tuple(frame.shape[-2:]):
-                    out = resize(out, tuple(frame.shape[-2:]))
-                sink.write(out)
-                emit(callback, Progress("video", "step", step=i + 1, total=max(total, i + 1),
-                                        size=tuple(frame.shape[-2:]), elapsed=clock(),
-                                        message=f"frame {i + 1}"))
-        emit(callback, Progress("video", "done", step=sink.n, total=sink.n,
-                                size=source.out_hw, elapsed=clock()))
-    finally:
-        source.close()
-    return Path(dst)
-
-
-# ----------------------------------------------------------------------------- command line
-# The CLI (cli.py) builds its `video` and `eval video` commands from these; they never print.
-
-def add_arguments(p) -> None:
-    """Arguments of ``brushwork video`` (the method controls are added by the CLI)."""
-    p.add_argument("input", metavar="IN", help="input video (.mp4, .mov, .mkv, .webm, .avi) "
-                   "or a folder of frame images")
-    p.add_argument("-s", "--style", action="append", metavar="STYLE",
-                   help="style image (repeat for several)")
-    p.add_argument("--style-weights", metavar="W1,W2,...", help="one weight per style")
-    p.add_argument("-m", "--method", default="gatys", help="method (see `brushwork methods`)")
-    p.add_argument("-o", "--output", required=True,
-                   help="output video (.mp4, .mov, .mkv, .webm, .avi) or a new folder of PNGs")
-    p.add_argument("--size", type=int, default=512,
-                   help="output long side in pixels (0 = keep the input's size)")
-    p.add_argument("--consistency", choices=CONSISTENCY_CHOICES, default="flow",
-                   help="none: stylise frames independently; flow: carry the previous result "
-                        "along the optical flow (less flicker)")
-    p.add_argument("--flow-blend", type=float, default=None,
-                   help="flow mode, feed-forward methods: weight of the warped previous frame "
-                        "(0-1; default 0.4, wct 0.95)")
-    p.add_argument("--flow-resample", choices=("linear", "lanczos"), default=None,
-                   help="flow mode: how the previous result is warped (default bilinear; wct "
-                        "lanczos, which stays sharp when a result is carried for many frames)")
-    p.add_argument("--flow-detail", type=float, default=None, metavar="SIGMA",
-                   help="flow mode, feed-forward methods: after blending, restore the fresh "
-                        "frame's fine-detail energy above a blur of SIGMA px (default 1.5, "
-                        "0 = off)")
-    p.add_argument("--temporal-weight", type=float, default=None,
-                   help="flow mode, gatys: weight of the temporal loss (Ruder et al.)")
-    p.add_argument("--flow", choices=("dis", "farneback"), default="dis",
-                   help="optical flow algorithm (OpenCV)")
-    p.add_argument("--codec", choices=tuple(CODECS), default=None,
-                   help="video codec (default: h264; vp9 for .webm, mpeg4 for .avi)")
-    p.add_argument("--crf", type=int, default=18, help="quality for h264/hevc/vp9 (lower = better)")
-    p.add_argument("--fps", type=float, default=None,
-                   help="frame rate when IN is a folder of frames (default 25)")
-    p.add_argument("--no-audio", action="store_true", help="drop the audio track")
-    p.add_argument("--seed", type=int, default=0, help="random seed (the same for every frame)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--weights", default=None, help="weight file of a trained method")
-    p.add_argument("--encoder", choices=["vgg", "small"], default=None,
-                   help="adain/wct: VGG19 (default) or the distilled small encoder")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-
-
-CONSISTENCY_CHOICES = ("none", "flow")
-
-
-def run(args, controls: Mapping[str, Any], callback=None) -> dict:
-    """Run ``brushwork video`` from parsed arguments; returns a summary for the CLI to print."""
-    from .api import get_stylizer
-    from .methods import get_method
-
-    clock = Clock()
-    needs_style = getattr(get_method(args.method), "needs_style", True)
-    if not args.style and needs_style:
-        raise BrushworkError("give at least one style image with -s STYLE")
-    styles = [load_image(s) for s in (args.style or [])]
-    weights = None
-    if args.style_weights:
-        try:
-            weights = [float(x) for x in args.style_weights.split(",") if x.strip()]
-        except ValueError:
-            raise BrushworkError(f"--style-weights: {args.style_weights!r} is not a "
-                                 f"comma-separated list of numbers") from None
-    check_size(args.size)  # before any model loads
-    if args.crf < 0 or args.crf > 51:
-        raise VideoError(f"--crf must be in 0..51, got {args.crf}")
-    if args.fps is not None and not (0 < args.fps <= 1000):
-        raise VideoError(f"--fps must be in (0, 1000], got {args.fps}")
-    # Check input and output before loading a model.
-    if output_kind(args.output) == "video":
-        resolve_codec(args.output, args.codec)
-    info = probe(args.input)
-    options = {"weights": args.weights} if args.weights else {}
-    if args.encoder:
-        options["encoder"] = args.encoder
-    stylizer = get_stylizer(args.method, args.device, **options)
-    topts = {"flow": args.flow}
-    if args.flow_blend is not None:
-        topts["blend"] = args.flow_blend
-    if args.flow_resample is not None:
-        topts["resample"] = args.flow_resample
-    if args.flow_detail is not None:
-        topts["detail_sigma"] = args.flow_detail or None
-    if args.temporal_weight is not None:
-        topts["temporal_weight"] = args.temporal_weight
-    out = stylize_video(args.input, args.output, stylizer, styles, consistency=args.consistency,
-                        size=args.size, style_weights=weights, controls=controls, seed=args.seed,
-                        codec=args.codec, crf=args.crf, fps=args.fps,
-                        keep_audio=not args.no_audio, temporal_options=topts, callback=callback)
-    n = 0
-    if Path(out).is_dir():
-        n = len(_frame_files(Path(out)))
-    else:
-        with FrameSource(out) as o:
-            n = o.info.n_frames
-    secs = clock()
-    audio = "no audio" if args.no_audio or not info.has_audio or Path(out).is_dir() \
-        else f"audio {info.audio_codec} kept"
-    return {"output": out, "frames": n, "seconds": secs, "fps": float(info.fps),
-            "message": f"wrote {out} ({n} frames at {float(info.fps):.3g} fps, {audio}, "
-                       f"{args.method}, consistency {args.consistency}) in {secs:.1f} s "
-                       f"({n / secs:.2f} frames/s)"}
-
-
-def add_eval_arguments(p) -> None:
-    """Arguments of ``brushwork eval video``."""
-    p.add_argument("input", metavar="IN", help="the input video (or frame folder)")
-    p.add_argument("output", metavar="OUT", help="its stylised version (same frame count)")
-    p.add_argument("--flow", choices=("dis", "farneback"), default="dis")
-    p.add_argument("-q", "--quiet", action="store_true")
-
-
-def run_eval(args, callback=None) -> dict:
-    """Warping error of OUT given IN (see brushwork.temporal); returns a summary dict."""
-    from .temporal import warping_error
-
-    src, dst = FrameSource(args.input), FrameSource(args.output)
-    try:
-        r = warping_error(src, dst, flow=args.flow, callback=callback,
-                          total=max(src.info.n_frames, dst.info.n_frames))
-    finally:
-        src.close()
-        dst.close()
-    r["message"] = (f"warping error {r['warping_error']:.6f} over {r['pairs']} frame pairs "
-                    f"({args.output} given {args.input}; mean squared RGB difference in [0, 1] "
-                    f"units, non-occluded pixels; the input's own: "
-                    f"{r['input_warping_error']:.6f})")
-    return r

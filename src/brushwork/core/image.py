@@ -5,7 +5,6 @@ Tensors are ``(1, 3, H, W)`` float32 RGB in [0, 1] unless said otherwise.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -14,13 +13,28 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ControlError, ImageError
+from ..errors import ControlError, ImageError
+from .files import atomic_write
 
 # Guard against decompression bombs: images with more pixels are refused unless overridden
 # (``max_pixels=`` argument, ``--max-pixels`` flag or ``BRUSHWORK_MAX_PIXELS``).
 DEFAULT_MAX_PIXELS = 80_000_000
 SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP",
                 ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # what folders of images are searched for
+
+
+def list_images(root) -> list[Path]:
+    """All jpg/jpeg/png files under ``root`` (recursive, sorted); raises if there are none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ImageError(f"{root}: not a directory of training images")
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ImageError(f"{root}: no .jpg or .png images found (searched recursively)")
+    return files
 
 
 def max_pixels_default() -> int:
@@ -194,9 +208,14 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(a.astype(np.uint8), "RGB")
 
 
-def check_output_path(path) -> Path:
-    """Fail early (before any work) if ``path`` cannot be written or has no known format."""
+def check_output_path(path, *, inputs=()) -> Path:
+    """Fail early (before any work) if ``path`` cannot be written, has no known format, or is
+    one of the ``inputs`` (overwriting an input with its own result is refused)."""
     path = Path(path)
+    for src in inputs:
+        if isinstance(src, (str, Path)) and _same_file(Path(src), path):
+            raise ImageError(f"{path}: the output would overwrite the input {src}; choose "
+                             f"another output path")
     ext = path.suffix.lower()
     if ext not in SAVE_FORMATS:
         raise ImageError(f"{path}: unknown output format {ext or '(no extension)'!r} "
@@ -213,24 +232,23 @@ def check_output_path(path) -> Path:
     return path
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
 def save_image(x, path, *, quality: int = 95) -> Path:
-    """Save a tensor or PIL image atomically: written to a temp file, then renamed into place."""
+    """Save a tensor or PIL image atomically: written to a temp file, synced, then renamed into
+    place; on any failure (a full disk, say) nothing is left at ``path``."""
     path = check_output_path(path)
     im = x if isinstance(x, Image.Image) else to_pil(x)
     fmt = SAVE_FORMATS[path.suffix.lower()]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
     try:
-        with os.fdopen(fd, "wb") as f:
-            kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+        with atomic_write(path) as f:
             im.convert("RGB").save(f, format=fmt, **kwargs)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise ImageError(f"{path}: cannot write image ({e})") from None
-        raise
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write image ({e})") from None
     return path

@@ -1,7 +1,8 @@
-"""Shared pieces for `brushwork train NAME ...`: data, seeded sampling, checkpoints, grids, events.
+"""Shared pieces of the trainers: data, seeded sampling, checkpoints, grids, events, flags.
 
-Everything here is a plain function. A trainer is a module (usually the method's own file)
-exposing ``add_arguments(parser)`` and ``run(args, callback)``; ``TRAINERS`` maps names to them.
+Everything here is a plain function. A trainer is a module of ``brushwork.train`` exposing
+``add_arguments(parser)`` and ``run(args, callback)``; ``brushwork.train.TRAINERS`` maps names
+to them.
 
 * Data: :func:`load_folder` reads every jpg/png under a folder (recursively), scales each so its
   short side is ``load_size`` (small images are upscaled) and keeps them in memory as uint8.
@@ -11,43 +12,26 @@ exposing ``add_arguments(parser)`` and ``run(args, callback)``; ``TRAINERS`` map
 * Checkpoints: :func:`save_checkpoint` / :func:`load_checkpoint` store model(s), optimizer, step,
   RNG state and the run's settings as a dict of tensors and plain values, written atomically with
   ``torch.save`` and read back with ``weights_only=True`` (no pickled code runs).
-* Weights for shipping/using: :func:`save_weights` (safetensors, optional fp16, sha256 returned),
-  :func:`load_weights` (sha256 check).
+* Weights for shipping: ``brushwork.core.weights.save_weights`` (safetensors, optional fp16).
 * Events: :func:`train_event` builds a ``Progress(kind='train')``.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
-from .errors import BrushworkError, ImageError
-from .image import load_image, save_image
-from .protocol import Progress
-from .vgg import has_bf16
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+from ..core.device import has_bf16, pick_device
+from ..core.files import atomic_write
+from ..core.image import list_images, load_image, save_image
+from ..core.protocol import Progress
+from ..errors import BrushworkError, ImageError
 
 
 # ----------------------------------------------------------------------------------------- data
-def list_images(root) -> list[Path]:
-    """All jpg/jpeg/png files under ``root`` (recursive, sorted); raises if there are none."""
-    root = Path(root)
-    if not root.is_dir():
-        raise BrushworkError(f"{root}: not a directory of training images")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise BrushworkError(f"{root}: no .jpg or .png images found (searched recursively)")
-    return files
-
-
 def _scale_short_side(t: torch.Tensor, short: int) -> torch.Tensor:
     h, w = t.shape[-2:]
     s = short / min(h, w)
@@ -109,40 +93,7 @@ def batches(images: list[torch.Tensor], size: int, batch: int, seed: int, *,
         step += 1
 
 
-# -------------------------------------------------------------------------------- device/precision
-def pick_device(name: str | None = None) -> torch.device:
-    """``name`` if given ('cpu', 'cuda', 'cuda:1'), else CUDA when available, else CPU."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise BrushworkError(f"device {name!r} requested but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise BrushworkError(f"unknown device {name!r}") from None
-
-
-def autocast(device: torch.device, enabled: bool = True):
-    """bf16 autocast on CPU (AMX) or CUDA; a no-op context when disabled."""
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 # ------------------------------------------------------------------------------------- checkpoints
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(path, *, models: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer], step: int,
                     config: dict | None = None, extra: dict | None = None) -> Path:
@@ -158,7 +109,9 @@ def save_checkpoint(path, *, models: dict[str, torch.nn.Module],
         "config_json": json.dumps(config or {}, sort_keys=True, default=str),
         "extra": extra or {},
     }
-    _atomic_torch_save(blob, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        torch.save(blob, f)
     return path
 
 
@@ -222,77 +175,6 @@ def load_checkpoint_step(path) -> int:
         return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
     except Exception:
         raise BrushworkError(f"{path}: not a readable brushwork checkpoint") from None
-
-
-# ----------------------------------------------------------------------------- weights (shipping)
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def save_weights(tensors: dict[str, torch.Tensor], path, *, fp16: bool = False,
-                 metadata: dict[str, str] | None = None) -> str:
-    """Save a flat dict of tensors as safetensors (floats optionally as fp16); returns sha256."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for k, t in tensors.items():
-        t = t.detach().cpu().contiguous()
-        if fp16 and t.is_floating_point():
-            t = t.half()
-        out[k] = t
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(out, tmp, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return sha256_file(path)
-
-
-def load_weights(path, *, sha256: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a safetensors file as float32 tensors; raises if ``sha256`` is given and differs."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise BrushworkError(f"{path}: weight file not found")
-    if sha256 is not None:
-        got = sha256_file(path)
-        if got != sha256:
-            raise BrushworkError(f"{path}: sha256 mismatch (expected {sha256[:12]}..., got "
-                                 f"{got[:12]}...); the file is corrupt or not the shipped one")
-    try:
-        raw = load_file(str(path))
-    except Exception as e:
-        raise BrushworkError(f"{path}: not a readable safetensors file ({e.__class__.__name__})") from None
-    return {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}
-
-
-def prefixed_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
-
-
-def load_prefixed(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor],
-                  source="weights") -> None:
-    """Load ``prefix.*`` entries of ``tensors`` into ``module``; raise BrushworkError on mismatch."""
-    sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-    if not sub:
-        raise BrushworkError(f"{source}: no '{prefix}' tensors (wrong weight file for this method?)")
-    try:
-        module.load_state_dict(sub)
-    except RuntimeError:
-        raise BrushworkError(f"{source}: '{prefix}' tensors do not match this network "
-                             f"(different width or level?)") from None
 
 
 # ------------------------------------------------------------------------------ sample grids/events
@@ -419,28 +301,6 @@ def load_training_data(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     contents = load_folder(args.content, load)
     styles = load_style_folders(args.styles, load)
     if cache is not None:
-        _atomic_torch_save({"key": key, "content": contents, "styles": styles}, cache)
+        with atomic_write(cache) as f:
+            torch.save({"key": key, "content": contents, "styles": styles}, f)
     return contents, styles
-
-
-# The table of trainers: name -> module path (add one line per trainer). ``TRAINERS`` (a plain
-# dict of imported modules) is built on first access, because trainer modules import this one.
-TRAINER_MODULES: dict[str, str] = {
-    "adain": "brushwork.methods.adain",
-    "wct": "brushwork.methods.wct",
-    "linear": "brushwork.methods.linear",
-    "sanet": "brushwork.methods.sanet",
-    "distill": "brushwork.methods.distill",
-    "johnson": "brushwork.methods.johnson",
-    "cin": "brushwork.methods.cin",
-    "asma": "brushwork.methods.asma",
-    "classifier": "brushwork.classifier",
-}
-
-
-def __getattr__(name):
-    if name == "TRAINERS":
-        import importlib
-
-        return {k: importlib.import_module(v) for k, v in TRAINER_MODULES.items()}
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

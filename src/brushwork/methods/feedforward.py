@@ -1,5 +1,8 @@
-"""Helpers shared by the arbitrary-style feed-forward methods (adain, wct, linear, sanet,
-styleswap): weight files, encoders, control handling (style scale, colour, masks, blending).
+"""The arbitrary-style feed-forward methods' shared skeleton (:class:`FeedForward`) and helpers:
+weight files, encoders, control handling (style scale, colour, masks, blending), tiling.
+
+adain, wct, linear, sanet and styleswap differ only in their feature transform (and in which
+layers and decoders they use); :meth:`FeedForward.stylize` does everything else.
 
 Weight files are safetensors with ``<part>.<param>`` tensors and string metadata: ``method``,
 ``level`` / ``levels``, ``width``, ``encoder`` (``vgg`` or ``small``) and, for ``small``, the
@@ -8,17 +11,21 @@ student encoder's tensors under ``encoder.*``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from .. import shipped, training
-from ..blocks import SmallEncoder
-from ..color import combine_luminance, luminance, preserve_color_inputs
+from ..core.blocks import SmallEncoder
+from ..core.color import combine_luminance, luminance, preserve_color_inputs
+from ..core.device import NHWC, autocast, has_bf16
+from ..core.weights import load_prefixed, load_weights, resolve_weights
 from ..errors import BrushworkError
-from ..image import load_masks, resize, to_tensor
-from ..vgg import VGG19, has_bf16  # noqa: F401 (re-exported for the methods)
+from ..core.image import load_masks, resize, to_tensor
+from ..core.protocol import Capabilities, Clock, Progress, begin, emit
+from ..core.vgg import LAYER_STRIDE, VGG19
 
 # Reflect-padded margin around the content (cropped after decoding), in pixels.
 BORDER = 16
@@ -27,15 +34,6 @@ MAX_STYLE_PIXELS = 1024 * 1024
 
 
 
-def autocast(device: torch.device, enabled: bool):
-    import contextlib
-
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-NHWC = torch.channels_last  # memory format of frozen feed-forward nets at inference
 
 
 def open_weights(method, weights, default_file: str, train_hint: str, device, bf16):
@@ -51,7 +49,7 @@ def open_weights(method, weights, default_file: str, train_hint: str, device, bf
 def load_frozen(module, prefix: str, state: dict, path, device):
     """``module`` with the ``prefix.*`` tensors of ``state`` (read from ``path``) loaded, moved
     to ``device``, in eval mode, gradients off."""
-    training.load_prefixed(module, prefix, state, str(path))
+    load_prefixed(module, prefix, state, str(path))
     return module.to(device=device, memory_format=NHWC).eval().requires_grad_(False)
 
 
@@ -59,8 +57,8 @@ def load_method_weights(method, weights, default_file: str, train_hint: str):
     """(tensors, metadata, path) of ``weights`` or the shipped file; checks the file's
     ``method`` metadata is ``method`` (or one of them, if a tuple)."""
     allowed = (method,) if isinstance(method, str) else tuple(method)
-    path = shipped.resolve_weights(weights, default_file, train_hint)
-    state, meta = shipped.load_weights(path)
+    path = resolve_weights(weights, default_file, train_hint)
+    state, meta = load_weights(path)
     if meta.get("method") not in allowed:
         raise BrushworkError(f"{path}: weight file is for method {meta.get('method')!r}, "
                              f"not {' or '.join(map(repr, allowed))}")
@@ -94,22 +92,6 @@ def make_encoder(meta: dict, state: dict, device, bf16: bool, last_layer: str, p
         enc = SmallEncoder(level, meta_float(meta, "encoder_width", 0.25, path))
         return load_frozen(enc, "encoder", state, path, device)
     raise BrushworkError(f"{path}: unknown encoder {kind!r} in metadata")
-
-
-def load_distilled(path) -> tuple[SmallEncoder, dict, dict]:
-    """(student encoder, file tensors, metadata) of a `brushwork train distill` file, the
-    ``--encoder-weights`` of the adain and wct trainers; one-line errors for a missing or
-    foreign file."""
-    if not Path(path).is_file():
-        raise BrushworkError(f"--encoder-weights {path}: file not found")
-    state, meta = shipped.load_weights(path)
-    if meta.get("method") != "distill":
-        raise BrushworkError(f"--encoder-weights {path}: not a distilled encoder file (method "
-                             f"{meta.get('method')!r}); make one with `brushwork train distill`")
-    enc = SmallEncoder(int(meta.get("encoder_level", 4)),
-                       meta_float(meta, "encoder_width", 0.25, path))
-    training.load_prefixed(enc, "encoder", state, f"--encoder-weights {path}")
-    return enc, state, meta
 
 
 def encode(enc, x: torch.Tensor, layers, bf16: bool) -> dict[str, torch.Tensor]:
@@ -250,3 +232,61 @@ def decode_big(dec, feat: torch.Tensor, bf16: bool, stride: int) -> torch.Tensor
             out[..., y0 * stride:y1 * stride, x0 * stride:x1 * stride] = \
                 img[..., iy:iy + (y1 - y0) * stride, ix:ix + (x1 - x0) * stride]
     return out
+
+
+# --------------------------------------------------------------------------------- the skeleton
+@dataclass
+class Pass:
+    """One encode-transform-decode pass: the encoder ``layers`` the transform reads (the first is
+    the one it returns and the decoder takes) and the ``decoder``."""
+    layers: tuple[str, ...]
+    decoder: nn.Module
+
+
+class FeedForward:
+    """encode -> transform per style -> blend (weights or masks, strength) -> decode, once per
+    :class:`Pass` (wct runs several, coarse to fine; the others one).
+
+    A method sets ``name``, ``summary``, ``controls``, ``capabilities``, ``device``, ``bf16``,
+    ``encoder``, and implements :meth:`passes` and :meth:`transform`. ``border = True`` adds a
+    reflected margin (cropped after decoding) so the encoder's zero padding leaves no dark frame
+    along the edges; ``control_defaults`` overrides control defaults (e.g. a weight file's own
+    strength)."""
+    capabilities = Capabilities(options=("weights",))
+    border = False
+    control_defaults: dict = {}
+
+    def passes(self, c: dict) -> list[Pass]:
+        raise NotImplementedError
+
+    def transform(self, cf: dict, sf: dict, mask, c: dict) -> torch.Tensor:
+        """Target features at ``layers[0]`` for content features ``cf`` and style features
+        ``sf`` (dicts over the pass's layers); ``mask``: this style's region or None."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
+                callback=None) -> torch.Tensor:
+        c, weights = begin(self, styles, style_weights, {**self.control_defaults,
+                                                          **(controls or {})})
+        passes = self.passes(c)
+        clock = Clock()
+        content, styles, masks, content_rgb = prepare(content, styles, c, self.device)
+        hw = tuple(content.shape[-2:])
+        mult = max(LAYER_STRIDE[layer] for p in passes for layer in p.layers)
+        b = min(BORDER, hw[0] - 1, hw[1] - 1) if self.border else 0
+        x = with_border(content, b, mult)
+        pm = None if masks is None else [with_border(m, b, mult) for m in masks]
+        for i, p in enumerate(passes):
+            cf = {layer: encode_big(self.encoder, x, layer, self.bf16, LAYER_STRIDE[layer])
+                  for layer in p.layers}
+            targets = [self.transform(cf, encode(self.encoder, s, list(p.layers), self.bf16),
+                                      None if pm is None else pm[j], c)
+                       for j, s in enumerate(styles)]
+            t = combine(cf[p.layers[0]], targets, weights, pm, c["strength"])
+            x = decode_big(p.decoder, t, self.bf16, LAYER_STRIDE[p.layers[0]])
+            emit(callback, Progress(self.name, "step", i + 1, len(passes), elapsed=clock()))
+        out = finish(x[..., b:b + hw[0], b:b + hw[1]], hw, content_rgb)
+        emit(callback, Progress(self.name, "done", len(passes), len(passes), size=hw,
+                                elapsed=clock()))
+        return out

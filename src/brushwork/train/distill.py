@@ -20,11 +20,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .. import training
-from ..blocks import LEVEL_LAYERS, SmallEncoder, decoder
-from ..vgg import CAFFE_MEAN_BGR, LAYER_CHANNELS, VGG19, load_vgg19_state
-from . import _feedforward as ff
-from .wct import recon_setup, train_loop
+from ..core.blocks import LEVEL_LAYERS, SmallEncoder, decoder
+from ..core.device import autocast
+from ..core.vgg import CAFFE_MEAN_BGR, LAYER_CHANNELS, VGG19, load_vgg19_state
+from ..methods import feedforward as ff
+from . import common as training
+from .loops import recon_setup, train_loop
 
 
 def add_arguments(parser) -> None:
@@ -91,7 +92,7 @@ def distill_losses(teacher, student, decoders, embeds, x, bf16, device, embed_w,
     layers = [LEVEL_LAYERS[l] for l in decoders]
     with torch.no_grad():
         tf = teacher(x, layers)
-    with training.autocast(device, bf16):
+    with autocast(device, bf16):
         sf = {k: v.float() for k, v in student(x, layers).items()}
     total, parts = 0.0, {}
     for level, dec in decoders.items():
@@ -100,10 +101,10 @@ def distill_losses(teacher, student, decoders, embeds, x, bf16, device, embed_w,
         # (Caffe-scale VGG features are in the hundreds; Adam would take ages to get there)
         t = tf[layer] / tf[layer].pow(2).mean().sqrt().clamp_min(1e-4)
         emb = F.mse_loss(embeds[str(level)](sf[layer]), t)
-        with training.autocast(device, bf16):
+        with autocast(device, bf16):
             y = dec(sf[layer]).float()
         pix = F.mse_loss(y, x)
-        with training.autocast(device, bf16):
+        with autocast(device, bf16):
             fy = student(y, layer)[layer].float()
         feat = F.mse_loss(fy, sf[layer].detach()) / sf[layer].detach().pow(2).mean().clamp_min(1e-8)
         total = total + pix + feat_w * feat + embed_w * emb

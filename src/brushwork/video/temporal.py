@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .errors import BrushworkError, ControlError
-from .image import resize
-from .protocol import Progress
+from ..errors import BrushworkError, ControlError
+from ..core.image import resize
+from ..core.protocol import Progress
 
 CONSISTENCY_MODES = ("none", "flow")
 FLOW_METHODS = ("dis", "farneback")
@@ -249,8 +249,8 @@ class TemporalStylizer:
     ``mode="none"`` stylises each frame independently. ``mode="flow"`` carries the previous
     result forward along the optical flow of the *content* frames:
 
-    * methods with ``init_image`` and ``temporal`` controls (optimisation methods such as
-      gatys) follow Ruder et al. 2016: the warped previous result initialises the optimisation
+    * methods declaring ``capabilities.temporal_hooks`` (optimisation methods such as gatys,
+      with ``init_image`` and ``temporal`` controls) follow Ruder et al. 2016: the warped previous result initialises the optimisation
       and a temporal loss ``temporal_weight * mean(mask * (x - warped)^2)`` keeps it where the
       mask says the warp is reliable; frames after the first run at one scale (``scales=1``
       unless given) since coarse-to-fine would blur the warped start image;
@@ -262,7 +262,7 @@ class TemporalStylizer:
       band above a Gaussian blur of ``detail_sigma`` px (``detail_sigma=None``: off).
 
     ``blend`` and ``resample`` (how the previous result is warped) left at ``None`` take the
-    wrapped method's ``video_defaults`` (a dict with those keys) where it has them, else
+    wrapped method's ``capabilities.video_defaults`` (a dict with those keys) where it has them, else
     ``DEFAULTS`` (0.4, bilinear). wct declares ``{"blend": 0.95, "resample": "lanczos"}``: its
     texture is re-invented from small content changes, so averaging two frames' textures
     loses its style; near-complete carrying (0.95) keeps one texture moving with the scene,
@@ -282,7 +282,8 @@ class TemporalStylizer:
                  use_optimization_hooks: bool = True, post_blend: float | None = None,
                  photometric: float | None = 0.08, restore_contrast: bool = True,
                  detail_sigma: float | None = 1.5, resample: str | None = None):
-        own = {**self.DEFAULTS, **getattr(stylizer, "video_defaults", {})}
+        caps = stylizer.capabilities
+        own = {**self.DEFAULTS, **caps.video_defaults}
         blend = own["blend"] if blend is None else blend
         resample = own["resample"] if resample is None else resample
         _check_resample(resample)  # here, not at the second frame
@@ -295,8 +296,9 @@ class TemporalStylizer:
             raise ControlError(f"detail_sigma must be in (0, 20] px, got {detail_sigma}")
         self.stylizer = stylizer
         self.mode = mode
-        self.name = getattr(stylizer, "name", type(stylizer).__name__)
-        self.controls = getattr(stylizer, "controls", {})
+        self.name = stylizer.name
+        self.controls = stylizer.controls
+        self.capabilities = caps
         self.blend = blend
         self.resample = resample
         self.post_blend = post_blend
@@ -306,8 +308,7 @@ class TemporalStylizer:
         self.restore_contrast = restore_contrast
         self.detail_sigma = detail_sigma
         self.flow = FlowEstimator(flow) if mode == "flow" else None
-        self.hooks = (use_optimization_hooks and "init_image" in self.controls
-                      and "temporal" in self.controls)
+        self.hooks = use_optimization_hooks and caps.temporal_hooks
         self.reset()
 
     def reset(self) -> None:

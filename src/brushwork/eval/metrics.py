@@ -18,9 +18,9 @@ import math
 import numpy as np
 import torch
 
-from . import losses as L
-from .image import resize, to_tensor
-from .vgg import VGG19
+from ..core import losses as L
+from ..core.image import resize, to_tensor
+from ..core.vgg import VGG19
 
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
 CONTENT_LAYER = "relu4_2"

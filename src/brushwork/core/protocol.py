@@ -1,11 +1,17 @@
 """The one protocol every stylisation method implements, its controls and progress events.
 
-A method is an object with::
+A method is a class with::
 
     name: str
+    summary: str                          # one line for `brushwork methods`
     controls: dict[str, Control]          # the controls it supports, with defaults
+    capabilities: Capabilities            # what it takes and how it behaves (declared, not guessed)
+    def __init__(self, device="cpu", **options)   # options: only those in capabilities.options
     def stylize(self, content, styles, *, style_weights=None, controls=None,
                 seed=None, callback=None) -> torch.Tensor
+
+Label-driven methods (``capabilities.styles == "labels"``) also have ``labels() -> list[str]``
+and ``render_all(content, controls) -> list[Tensor]`` (one result per built-in style).
 
 ``content`` is a (1, 3, H, W) float tensor in [0, 1], ``styles`` a list of such tensors (any
 sizes), ``style_weights`` one weight per style (normalised to sum 1), ``controls`` a dict of
@@ -22,7 +28,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 
-from .errors import ControlError
+from ..errors import ControlError
 
 
 def _parse_bool(s):
@@ -102,6 +108,40 @@ STYLE_SCALE = Control("style_scale", "float", 1.0,
                       low=0.05, high=8.0)
 
 
+STYLE_KINDS = ("images", "builtin", "labels")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method declares about itself; callers (CLI, API, video, evaluation) read this
+    instead of guessing from attributes.
+
+    * ``styles``: ``"images"`` (takes one or more style images), ``"builtin"`` (one style
+      trained into its weights, e.g. johnson) or ``"labels"`` (several built-in styles chosen
+      by a control, e.g. cin's ``style_id``, with ``labels()`` and ``render_all()``). Methods
+      that are not ``"images"`` refuse style images.
+    * ``options``: the constructor options besides ``device`` (``weights``, ``encoder``).
+    * ``video_defaults``: the flow blend/resampling a video of this method starts from
+      (``{"blend": 0.95, "resample": "lanczos"}``; empty: the video layer's defaults).
+    * ``temporal_hooks``: it accepts ``init_image`` and ``temporal`` controls, so video uses the
+      Ruder et al. scheme (warped previous result as start image plus a temporal loss).
+    * ``iterative``: an optimisation (seconds to minutes) rather than one forward pass.
+    """
+    styles: str = "images"
+    options: tuple[str, ...] = ("weights",)
+    video_defaults: Mapping[str, Any] = field(default_factory=dict)
+    temporal_hooks: bool = False
+    iterative: bool = False
+
+    def __post_init__(self):
+        if self.styles not in STYLE_KINDS:
+            raise ValueError(f"Capabilities.styles must be one of {STYLE_KINDS}, not {self.styles!r}")
+
+    @property
+    def takes_style_images(self) -> bool:
+        return self.styles == "images"
+
+
 @dataclass
 class Progress:
     """A progress event sent to ``callback``. ``kind`` is 'step', 'scale' (a new scale begins)
@@ -120,7 +160,9 @@ class Progress:
 
 class Stylizer(Protocol):
     name: str
+    summary: str
     controls: Mapping[str, Control]
+    capabilities: Capabilities
 
     def stylize(self, content: torch.Tensor, styles: Sequence[torch.Tensor], *,
                 style_weights: Sequence[float] | None = None,
@@ -132,8 +174,11 @@ class Stylizer(Protocol):
 def resolve_controls(method: str, supported: Mapping[str, Control],
                      given: Mapping[str, Any] | None) -> dict[str, Any]:
     """Defaults overlaid with ``given``; raises ControlError on a control the method lacks."""
+    if given is not None and not isinstance(given, Mapping):
+        raise ControlError(f"controls must be a mapping of names to values, got "
+                           f"{type(given).__name__}")
     given = dict(given or {})
-    unknown = [k for k, v in given.items() if k not in supported and v is not None]
+    unknown = [k for k in given if k not in supported]
     if unknown:
         have = ", ".join(sorted(supported)) or "none"
         raise ControlError(f"method {method!r} does not support control(s) "
@@ -150,7 +195,12 @@ def normalize_style_weights(n_styles: int, weights: Sequence[float] | None) -> l
         raise ControlError("at least one style image is required")
     if weights is None:
         return [1.0 / n_styles] * n_styles
-    weights = [float(w) for w in weights]
+    if isinstance(weights, (str, bytes)) or not hasattr(weights, "__len__"):
+        raise ControlError(f"style weights must be a list of numbers, got {weights!r}")
+    try:
+        weights = [float(w) for w in weights]
+    except (TypeError, ValueError):
+        raise ControlError(f"style weights must be numbers, got {list(weights)!r}") from None
     if len(weights) != n_styles:
         raise ControlError(f"{len(weights)} style weight(s) given for {n_styles} style image(s)")
     if any(w != w or w < 0 or w == float("inf") for w in weights):
@@ -159,6 +209,24 @@ def normalize_style_weights(n_styles: int, weights: Sequence[float] | None) -> l
     if s <= 0:
         raise ControlError("style weights must not all be zero")
     return [w / s for w in weights]
+
+
+def begin(method, styles, style_weights, controls) -> tuple[dict[str, Any], list[float]]:
+    """The common start of every ``stylize``: refuses style images a method does not take (and a
+    missing one it needs), resolves the controls strictly; returns (controls, normalised style
+    weights; empty for methods without style images)."""
+    caps = method.capabilities
+    styles = list(styles or [])
+    if caps.takes_style_images:
+        weights = normalize_style_weights(len(styles), style_weights)
+    else:
+        if styles:
+            raise ControlError(f"method {method.name!r} takes no style images (its styles are "
+                               f"built in); remove -s/--style")
+        if style_weights is not None:
+            raise ControlError(f"method {method.name!r} takes no style weights")
+        weights = []
+    return resolve_controls(method.name, method.controls, controls), weights
 
 
 class Clock:

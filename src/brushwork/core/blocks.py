@@ -17,7 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .errors import BrushworkError
+from ..errors import BrushworkError
 
 # (channels, number of convs) of VGG19's five blocks.
 VGG_BLOCKS = [(64, 2), (128, 2), (256, 4), (512, 4), (512, 4)]

@@ -1,0 +1,63 @@
+"""`brushwork eval style-accuracy` and `brushwork sheet` (`eval video` lives with `video`)."""
+from __future__ import annotations
+
+from .common import with_progress
+from .video import add_eval_parser
+
+
+def add_parsers(sub, Parser) -> None:
+    sh = sub.add_parser("sheet", help="every built-in style/artist of cin or asma on one photo")
+    _add_sheet_arguments(sh)
+    sh.set_defaults(func=cmd_sheet)
+    ev = sub.add_parser("eval", help="evaluations (style-accuracy, video)")
+    esub = ev.add_subparsers(dest="evaluation", metavar="NAME", parser_class=Parser)
+    sa = esub.add_parser("style-accuracy", help="share of results an artist classifier assigns "
+                         "to the target artist")
+    _add_style_accuracy_arguments(sa)
+    sa.add_argument("-q", "--quiet", action="store_true")
+    sa.set_defaults(func=cmd_style_accuracy)
+    add_eval_parser(esub)
+
+
+def _add_style_accuracy_arguments(p) -> None:
+    p.add_argument("--methods", default="asma,gatys,adain",
+                   help="comma-separated methods to judge (label-driven or painting-driven)")
+    p.add_argument("--styles", required=True, help="folder of artist sub-folders (the paintings "
+                   "that drive painting-driven methods: the classifier's held-out ones)")
+    p.add_argument("--content", required=True, help="folder of content photos")
+    p.add_argument("--classifier", default=None, help="artist classifier (default: shipped)")
+    p.add_argument("--artists", default=None, help="comma-separated subset of the artists")
+    p.add_argument("--n-content", type=int, default=10, help="content photos per artist")
+    p.add_argument("--size", type=int, default=256, help="content long side")
+    p.add_argument("--style-size", type=int, default=256, help="driving painting long side")
+    p.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
+                   help="weight file for a method (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.CONTROL=VALUE",
+                   help="a control for one method, e.g. gatys.steps=100 (repeatable)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def _add_sheet_arguments(p) -> None:
+    p.add_argument("content", metavar="CONTENT", help="content photo")
+    p.add_argument("-m", "--method", default="cin", help="a method with built-in styles: cin, asma")
+    p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg)")
+    p.add_argument("--size", type=int, default=256, help="long side of each cell")
+    p.add_argument("--weights", default=None, help="weight file (default: shipped)")
+    p.add_argument("--device", default="cpu")
+
+
+def cmd_sheet(args) -> int:
+    from ..eval.style_accuracy import run_sheet
+
+    print(f"wrote {run_sheet(args)}")
+    return 0
+
+
+def cmd_style_accuracy(args) -> int:
+    from ..eval.style_accuracy import run_eval
+
+    out = with_progress(args, "image", lambda bar: run_eval(args, bar))
+    print(out["table"])
+    return 0

@@ -1,0 +1,136 @@
+"""Weight files: safetensors only (no pickle), sha256-checked when shipped, written atomically.
+
+Shipped files live in ``src/brushwork/weights``; ``MANIFEST.json`` there maps each to its sha256
+and provenance (data, recipe, steps, crop, time, hardware). A model's tensors are stored flat
+under ``<part>.<param>`` names (:func:`prefixed_state`, :func:`load_prefixed`), with string
+metadata describing the architecture (``method``, ``level``, ``width``, ...).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import BrushworkError
+from .files import atomic_write
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
+
+
+def read_manifest() -> dict:
+    """file name -> manifest row of every shipped weight file."""
+    if not MANIFEST.exists():
+        return {}
+    try:
+        data = json.loads(MANIFEST.read_text())
+    except ValueError as e:
+        raise BrushworkError(f"{MANIFEST}: not valid JSON ({e})") from None
+    rows = data.get("weights", data) if isinstance(data, dict) else data
+    if isinstance(rows, dict):
+        return rows
+    return {row["file"]: row for row in rows}
+
+
+def shipped_path(filename: str) -> Path | None:
+    """The path of a shipped weight file, or None if this install has none of that name."""
+    path = WEIGHTS_DIR / filename
+    return path if path.exists() else None
+
+
+def resolve_weights(weights, default_file: str, train_hint: str) -> Path:
+    """``weights=PATH`` if given (a path, or the bare name of another shipped file), else the
+    shipped default file; a clear error naming the trainer if none."""
+    if weights is not None:
+        if not isinstance(weights, (str, Path)):
+            raise BrushworkError(f"weights must be a file path, got {type(weights).__name__}")
+        path = Path(weights)
+        if not path.is_file() and path.name == str(weights):
+            path = shipped_path(path.name) or path
+        if not path.is_file():
+            raise BrushworkError(f"{weights}: weight file not found")
+        return path
+    path = shipped_path(default_file)
+    if path is None:
+        raise BrushworkError(f"no shipped weights {default_file}; train them with `{train_hint}` "
+                             f"and pass weights=PATH (CLI: --weights PATH)")
+    return path
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path, *, fp16: bool = False,
+                 metadata: dict[str, str] | None = None) -> str:
+    """Save a flat dict of tensors as safetensors (floats optionally as fp16), atomically;
+    returns the file's sha256."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for k, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        out[k] = t.half() if fp16 and t.is_floating_point() else t
+    blob = save(out, metadata={k: str(v) for k, v in (metadata or {}).items()})
+    with atomic_write(path) as f:
+        f.write(blob)
+    return hashlib.sha256(blob).hexdigest()
+
+
+def load_weights(path, *, sha256: str | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a safetensors file -> (float32 tensors, metadata). The file is checked against
+    ``sha256`` first, or, for a shipped file, against its sha256 in MANIFEST.json."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BrushworkError(f"{path}: weight file not found")
+    row = read_manifest().get(path.name) if path.resolve().parent == WEIGHTS_DIR else None
+    expected = sha256 or (row or {}).get("sha256")
+    if expected is not None:
+        got = sha256_file(path)
+        if got != expected:
+            raise BrushworkError(f"{path}: sha256 mismatch (expected {expected[:12]}..., got "
+                                 f"{got[:12]}...); the file is corrupt or not the shipped one")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            raw = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types
+        raise BrushworkError(f"{path}: not a readable safetensors file ({e.__class__.__name__})") \
+            from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in raw.items()}, meta
+
+
+def meta_json(meta: dict[str, str], key: str, what: str):
+    try:
+        return json.loads(meta[key])
+    except (KeyError, ValueError):
+        raise BrushworkError(f"weight file lacks valid '{key}' metadata (is it a {what} file?)") \
+            from None
+
+
+def prefixed_state(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+
+
+def load_prefixed(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor],
+                  source="weights") -> None:
+    """Load ``prefix.*`` entries of ``tensors`` into ``module``; raise BrushworkError on mismatch."""
+    sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+    if not sub:
+        raise BrushworkError(f"{source}: no '{prefix}' tensors (wrong weight file for this method?)")
+    try:
+        module.load_state_dict(sub)
+    except RuntimeError:
+        raise BrushworkError(f"{source}: '{prefix}' tensors do not match this network "
+                             f"(different width or level?)") from None

@@ -1,0 +1,2 @@
+"""Evaluation: content/style distances (:mod:`.metrics`), the artist classifier
+(:mod:`.classifier`) and style accuracy (:mod:`.style_accuracy`)."""

@@ -1,0 +1,158 @@
+"""Artist classifier on frozen VGG19 statistics: the judge of the style-accuracy metric.
+
+Features: per-channel mean and standard deviation of relu1_1 ... relu5_1 (the statistics AdaIN
+and Gram losses match), log1p-compressed, standardised with the training set's moments and
+clipped, into a small MLP head.
+Images are resized so their short side is ``size`` (default 256) before the encoder; the
+statistics do not depend on the aspect ratio, so whole images are used.
+
+``brushwork train classifier --styles DIR --out F`` trains on ``DIR/<artist>/*.jpg`` (artists
+with at least ``--min-images`` paintings), holding out a share of each artist's paintings
+(split by painting, seeded) and reporting held-out accuracy.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from ..errors import BrushworkError
+from ..core.image import resize
+from ..core.weights import load_weights, meta_json, resolve_weights, save_weights
+from ..core.vgg import LAYER_CHANNELS, VGG19
+
+FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # also the choices
+
+
+def feature_dim(layers=FEATURE_LAYERS) -> int:
+    return 2 * sum(LAYER_CHANNELS[n] for n in layers)
+
+
+FEATURE_DIM = feature_dim()
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+SHIPPED_FILE = "artist_classifier.safetensors"
+TRAIN_HINT = "brushwork train classifier --styles DIR --out artist_classifier.safetensors"
+
+
+def short_side(x: torch.Tensor, size: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    s = size / min(h, w)
+    return resize(x, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+def statistics_of(feats: dict, layers=FEATURE_LAYERS) -> torch.Tensor:
+    """VGG features {layer: (B, C, H, W)} -> (B, feature_dim(layers)) channel means and stds
+    (differentiable: asma's ``--classifier-weight`` trains through it)."""
+    out = []
+    for name in layers:
+        h = feats[name].float().flatten(2)
+        out += [h.mean(2), h.std(2)]
+    return torch.cat(out, 1)
+
+
+@torch.no_grad()
+def vgg_statistics(vgg: VGG19, x: torch.Tensor, size: int | None = 256,
+                   layers=FEATURE_LAYERS) -> torch.Tensor:
+    """(B, 3, H, W) in [0, 1] -> (B, feature_dim(layers)) channel means and stds."""
+    if size is not None:
+        x = short_side(x, size)
+    return statistics_of(vgg(x, list(layers)), layers)
+
+
+def standardize(feats, mean, std, clip: float = 6.0):
+    """log1p of the (non-negative) statistics, z-scored with the training moments, clipped so
+    one odd channel cannot dominate an unfamiliar image."""
+    return ((torch.log1p(feats.clamp_min(0)) - mean) / std).clamp(-clip, clip)
+
+
+class ArtistClassifier(nn.Module):
+    """Standardised VGG statistics -> MLP -> one logit per artist."""
+
+    def __init__(self, classes: list[str], hidden: int = 256, dropout: float = 0.3,
+                 size: int = 256, layers=FEATURE_LAYERS):
+        super().__init__()
+        if len(classes) < 2:
+            raise BrushworkError("an artist classifier needs at least two classes")
+        self.classes = list(classes)
+        self.size = size
+        self.hidden = hidden
+        self.layers = tuple(layers)
+        dim = feature_dim(self.layers)
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.register_buffer("feat_std", torch.ones(dim))
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(hidden, len(classes)))
+        self._vgg = None
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(standardize(feats, self.feat_mean, self.feat_std))
+
+    def vgg(self) -> VGG19:
+        if self._vgg is None:
+            self._vgg = VGG19(last_layer=self.layers[-1], autocast=True)
+        return self._vgg
+
+    @torch.no_grad()
+    def predict_proba(self, images) -> torch.Tensor:
+        """A (B, 3, H, W) batch or a list of (1, 3, H, W) images in [0, 1] -> (B, N) probs."""
+        self.eval()
+        batch = images if isinstance(images, (list, tuple)) else [images]
+        feats = torch.cat([vgg_statistics(self.vgg(), x, self.size, self.layers) for x in batch])
+        return F.softmax(self(feats), dim=1)
+
+    def predict(self, images) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(images).argmax(1).tolist()]
+
+    def save(self, path, extra: dict | None = None) -> str:
+        """Write safetensors with the classes and settings as metadata; returns the sha256."""
+        meta = {"kind": "artist_classifier", "classes": json.dumps(self.classes),
+                "layers": json.dumps(list(self.layers)), "size": str(self.size),
+                "hidden": str(self.hidden), **(extra or {})}
+        return save_weights(dict(self.state_dict()), path, metadata=meta)
+
+    @classmethod
+    def load(cls, weights=None) -> "ArtistClassifier":
+        path = resolve_weights(weights, SHIPPED_FILE, TRAIN_HINT)
+        state, meta = load_weights(path)
+        if meta.get("kind") != "artist_classifier":
+            raise BrushworkError(f"{path}: not an artist classifier weight file")
+        layers = meta_json(meta, "layers", "classifier") if "layers" in meta else FEATURE_LAYERS
+        model = cls(meta_json(meta, "classes", "classifier"), hidden=int(meta.get("hidden", 256)),
+                    size=int(meta.get("size", 256)), layers=layers)
+        model.load_state_dict(state)
+        model.holdout = float(meta.get("holdout", 0.2))  # the split, to find held-out paintings
+        model.split_seed = int(meta.get("seed", 0))
+        return model.eval()
+
+
+# ------------------------------------------------------------------------- artist folders
+def artist_folders(root, min_images: int = 20) -> dict[str, list[Path]]:
+    """``root/<artist>/<images>`` -> {artist: sorted image paths}, artists with enough images."""
+    root = Path(root)
+    if not root.is_dir():
+        raise BrushworkError(f"{root}: not a directory of artist folders")
+    out = {}
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        if len(files) >= min_images:
+            out[d.name] = files
+    if len(out) < 2:
+        raise BrushworkError(f"{root}: needs at least two sub-folders with >= {min_images} images")
+    return out
+
+
+def split_by_painting(folders: dict[str, list[Path]], holdout: float, seed: int):
+    """Per artist, a seeded share of paintings goes to the held-out set (at least one)."""
+    rng = random.Random(seed)
+    train, test = [], []
+    for label, (artist, files) in enumerate(folders.items()):
+        files = list(files)
+        rng.shuffle(files)
+        n_test = max(1, round(len(files) * holdout)) if holdout > 0 else 0
+        test += [(f, label) for f in files[:n_test]]
+        train += [(f, label) for f in files[n_test:]]
+    return train, test

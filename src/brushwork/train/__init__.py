@@ -1,0 +1,18 @@
+"""Trainers: ``brushwork train NAME``. Inference (``core``, ``methods``) never imports this.
+
+``TRAINERS`` is the explicit name -> module table; each module exposes
+``add_arguments(parser)`` and ``run(args, callback)``.
+"""
+from . import adain, asma, cin, classifier, distill, johnson, linear, sanet, wct
+
+TRAINERS = {
+    "adain": adain,
+    "wct": wct,
+    "linear": linear,
+    "sanet": sanet,
+    "distill": distill,
+    "johnson": johnson,
+    "cin": cin,
+    "asma": asma,
+    "classifier": classifier,
+}

@@ -1,0 +1,159 @@
+"""The training loops and set-ups that several trainers share.
+
+* :func:`train_loop`: a plain loop over batches of one image list (wct, linear, sanet, distill):
+  checkpoints, sample grids, progress events, the final safetensors file.
+* :func:`paired_sampler`: (content, style) batch pairs that resume at the checkpoint's step.
+* :func:`recon_setup`, :func:`parse_levels`: the start of the reconstruction trainers.
+* :func:`load_distilled`: a `brushwork train distill` file (``--encoder-weights``).
+* :func:`init_decoder`: ``--init-decoder``, a decoder started from a wct weight file.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from ..core.blocks import LEVEL_LAYERS, SmallEncoder
+from ..core.protocol import Clock, emit
+from ..core.vgg import VGG19
+from ..core.weights import load_prefixed, load_weights, prefixed_state, save_weights
+from ..errors import BrushworkError
+from ..methods import feedforward as ff
+from . import common as training
+
+
+def parse_levels(text: str) -> list[int]:
+    try:
+        levels = sorted({int(x) for x in str(text).split(",") if x.strip()})
+    except ValueError:
+        raise BrushworkError(f"--levels {text!r}: give numbers 1..5 separated by commas") from None
+    if not levels or any(l < 1 or l > 5 for l in levels):
+        raise BrushworkError(f"--levels {text!r}: give numbers 1..5 separated by commas")
+    return levels
+
+
+def recon_setup(args):
+    """The common start of the reconstruction trainers (wct, distill): ``training.start_run``,
+    then (levels, device, bf16 flag, training images (contents and styles together), VGG19 up
+    to the deepest level)."""
+    device, bf16 = training.start_run(args)
+    levels = parse_levels(args.levels)
+    contents, styles = training.load_training_data(args)
+    vgg = VGG19(device=device, autocast=bf16, last_layer=LEVEL_LAYERS[max(levels)])
+    return levels, device, bf16, contents + styles, vgg
+
+
+def paired_sampler(contents, styles, args):
+    """(content batch, style batch) pairs resuming at the checkpoint's step."""
+    start = 0
+    if args.resume:
+        start = training.load_checkpoint_step(training.checkpoint_path(args))
+    return zip(training.batches(contents, args.size, args.batch, args.seed, start_step=start),
+               training.batches(styles, args.size, args.batch, args.seed, start_step=start,
+                                stream=1))
+
+
+def load_distilled(path) -> tuple[SmallEncoder, dict, dict]:
+    """(student encoder, file tensors, metadata) of a `brushwork train distill` file, the
+    ``--encoder-weights`` of the adain and wct trainers; one-line errors for a missing or
+    foreign file."""
+    if not Path(path).is_file():
+        raise BrushworkError(f"--encoder-weights {path}: file not found")
+    state, meta = load_weights(path)
+    if meta.get("method") != "distill":
+        raise BrushworkError(f"--encoder-weights {path}: not a distilled encoder file (method "
+                             f"{meta.get('method')!r}); make one with `brushwork train distill`")
+    enc = SmallEncoder(int(meta.get("encoder_level", 4)),
+                       ff.meta_float(meta, "encoder_width", 0.25, path))
+    load_prefixed(enc, "encoder", state, f"--encoder-weights {path}")
+    return enc, state, meta
+
+
+def add_init_decoder_argument(parser, which: str) -> None:
+    parser.add_argument("--init-decoder", metavar="FILE", default=None,
+                        help=f"start the decoder from the {which} reconstruction decoder of a wct "
+                             f"weight file (from `brushwork train wct`, VGG19 encoder, same "
+                             f"--width) instead of from random weights; ignored with --resume "
+                             f"(the checkpoint's decoder wins)")
+
+
+def init_decoder(dec, path, level: int, width: float) -> None:
+    """Load the level-``level`` decoder (``decoder{level}.*``) of a wct weight file into
+    ``dec``, a VGG19 decoder of ``width``; a one-line BrushworkError when the file cannot
+    provide it."""
+    path = Path(path)
+    if not path.is_file():
+        raise BrushworkError(f"--init-decoder {path}: file not found")
+    state, meta = load_weights(path)
+    if meta.get("encoder", "vgg") != "vgg":
+        raise BrushworkError(f"--init-decoder {path}: a small-encoder file; give a VGG19 one "
+                             f"(from `brushwork train wct`)")
+    if meta.get("method") != "wct":
+        raise BrushworkError(f"--init-decoder {path}: not a wct weight file (method "
+                             f"{meta.get('method')!r}); make one with `brushwork train wct`")
+    levels = ff.meta_levels(meta, path)
+    if level not in levels:
+        raise BrushworkError(f"--init-decoder {path}: no level-{level} ({LEVEL_LAYERS[level]}) "
+                             f"decoder (the file has levels {levels}); train one with "
+                             f"`brushwork train wct --levels {level}`")
+    file_width = ff.meta_float(meta, "width", 1.0, path)
+    if not math.isclose(file_width, width):
+        raise BrushworkError(f"--init-decoder {path}: decoder width {file_width:g} differs from "
+                             f"--width {width:g}")
+    load_prefixed(dec, f"decoder{level}", state, f"--init-decoder {path}")
+
+
+def recon_image(enc, dec, x, level, bf16):
+    layer = LEVEL_LAYERS[level]
+    return ff.decode(dec, ff.encode(enc, x, layer, bf16)[layer], bf16).clamp(0, 1)
+
+
+def train_loop(name, args, images, models, optimizers, device, callback, loss_fn, sample_fn,
+               meta, extra_state=None):
+    """A plain reconstruction-style loop over batches of ``images`` (shared by wct, distill,
+    styleswap): checkpoints, sample grids, events, final safetensors."""
+    ckpt = training.checkpoint_path(args)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    step = 0
+    if args.resume:
+        step = training.load_checkpoint(ckpt, models=models, optimizers=optimizers,
+                                        lr=args.lr)["step"]
+    it = training.batches(images, args.size, args.batch, args.seed, start_step=step)
+    fixed = training.sample_batch(images, args.size, 4, training.step_generator(args.seed, 0, 9))
+    clock, t0 = Clock(), step
+    losses = {}
+    while step < args.steps:
+        x = next(it).to(device)
+        for m in models.values():
+            m.train()
+        total, losses = loss_fn(x)
+        for o in optimizers.values():
+            o.zero_grad(set_to_none=True)
+        total.backward()
+        for o in optimizers.values():
+            o.step()
+        step += 1
+        if not torch.isfinite(total):
+            raise BrushworkError(f"training diverged at step {step} (loss is not finite); lower --lr")
+        emit(callback, training.train_event(name, step, args.steps, losses, clock(),
+                                            f"{(step - t0) / max(clock(), 1e-9):.2f} it/s"))
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            training.save_checkpoint(ckpt, models=models, optimizers=optimizers, step=step,
+                                     config=config)
+            training.log_line(ckpt.with_suffix(".log.jsonl"),
+                              {"step": step, "time": round(clock(), 1), **losses})
+        if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+            for m in models.values():
+                m.eval()
+            with torch.no_grad():
+                rows = sample_fn(fixed.to(device))
+            training.save_grid(rows, ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
+    state = dict(extra_state or {})
+    for k, m in models.items():
+        state.update(prefixed_state(k, m.eval()))
+    meta = {**meta, "steps": str(step), "crop": str(args.size), "batch": str(args.batch),
+            "lr": str(args.lr)}
+    save_weights(state, args.out, fp16=getattr(args, "fp16", False), metadata=meta)
+    emit(callback, training.train_event(name, step, args.steps, losses, clock(),
+                                        f"wrote {args.out}", kind="done"))
