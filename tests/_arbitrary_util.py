@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from brushwork.train import common as training
 from brushwork.core import weights as weights_io
 
 

@@ -4,7 +4,6 @@ import torch
 
 from brushwork.core import blocks
 from brushwork.core import weights as weights_io
-from brushwork.train import common as training
 from brushwork.errors import BrushworkError, ControlError
 from brushwork.methods.adain import AdaIN
 

@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from brushwork.core import losses as L
-from brushwork.core.color import match_color, rgb_to_yiq
+from brushwork.core import losses as L, stats as S
+from brushwork.core.color import rgb_to_yiq
+from brushwork.core.stats import match_color
 from brushwork.errors import ControlError
-from brushwork.methods.gatys import Gatys, plan_scales
+from brushwork.methods.gatys import plan_scales
 from brushwork.core.device import has_bf16
 from brushwork.core.vgg import VGG19
 
@@ -34,7 +35,7 @@ def vgg():
 def style_gram_loss(vgg, img, style, mask=None):
     layers = ["relu1_1", "relu2_1", "relu3_1"]
     fi, fs = vgg(img, layers), vgg(style, layers)
-    return sum(L.gram_loss(fi[k], L.gram(fs[k]), mask).item() for k in layers)
+    return sum(L.gram_loss(fi[k], S.gram(fs[k]), mask).item() for k in layers)
 
 
 def test_shape_range_and_style_loss_goes_down(base, content_img, style_img, vgg):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from brushwork.core import losses as L
+from brushwork.core import losses as L, stats as S
 
 
 def test_tv_of_constant_is_zero():
@@ -14,20 +14,6 @@ def test_tv_known_value():
     # horizontal ramp with step 1: every horizontal difference is 1, vertical 0
     x = torch.arange(5.0).repeat(1, 1, 4, 1)
     assert L.tv_loss(x).item() == pytest.approx(1.0)
-
-
-def test_gram_of_known_features():
-    f = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).reshape(1, 2, 1, 2)  # C=2, HW=2
-    g = L.gram(f)[0]
-    # F F^T / (C * HW): [[1+4, 3+8], [3+8, 9+16]] / 4
-    assert torch.allclose(g, torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 4)
-
-
-def test_masked_gram_equals_gram_of_region():
-    f = torch.randn(1, 4, 6, 6)
-    mask = torch.zeros(1, 1, 6, 6)
-    mask[..., :, :3] = 1
-    assert torch.allclose(L.gram(f, mask), L.gram(f[..., :, :3].contiguous()), atol=1e-6)
 
 
 def test_gram_loss_zero_at_target_and_positive_elsewhere():
@@ -55,10 +41,44 @@ def test_histogram_matching_gives_target_distribution():
 def test_mean_std_and_loss():
     f = torch.randn(2, 5, 8, 8) * 3 + 1
     m, s = L.mean_std(f)
-    assert torch.allclose(m, f.mean((2, 3)), atol=1e-5)
-    assert torch.allclose(s, f.var((2, 3), unbiased=False).add(1e-5).sqrt(), atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip((m, s), S.mean_std(f, weighted=True)))
     mod = L.MeanStdLoss(f[:1])
     assert mod(f[:1]).item() == pytest.approx(0.0, abs=1e-10)
+
+
+def _feats(seed, n=2):
+    g = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(n, 4, 6, 5, generator=g) * 3 + 1,
+            "b": torch.randn(n, 6, 3, 4, generator=g) - 2}
+
+
+def test_mean_std_distance_is_the_summed_mse_of_means_and_stds():
+    x, t = _feats(0), _feats(1)
+    want = 0.0
+    for k in ("a", "b"):
+        (m, s), (tm, ts) = S.mean_std(x[k]), S.mean_std(t[k])
+        want += float(((m - tm) ** 2).mean() + ((s - ts) ** 2).mean())
+    got = L.mean_std_distance(x, t, ["a", "b"])
+    assert float(got) == pytest.approx(want, rel=1e-6)
+    assert float(L.mean_std_distance(x, x, ["a", "b"])) == 0.0
+    assert float(L.mean_std_distance(x, t, ["a"])) < float(got)  # only the layers named
+    # (mean, std) pairs on either side are used as they are
+    pairs = {k: S.mean_std(v) for k, v in t.items()}
+    assert torch.equal(L.mean_std_distance(x, pairs, ["a", "b"]), got)
+    # relative: each layer's term divided by the target map's mean square
+    rel = L.mean_std_distance(x, t, ["a", "b"], relative=True)
+    parts = [float(L.mean_std_distance(x, t, [k])) / float(t[k].pow(2).mean()) for k in "ab"]
+    assert float(rel) == pytest.approx(sum(parts), rel=1e-6)
+    # differentiable in the features
+    y = {k: v.clone().requires_grad_() for k, v in x.items()}
+    L.mean_std_distance(y, t, ["a", "b"]).backward()
+    assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in y.values())
+
+
+def test_relative_mse():
+    t = torch.full((1, 2, 3, 3), 2.0)
+    assert L.relative_mse(t + 1, t).item() == pytest.approx(1 / 4)
+    assert L.relative_mse(torch.ones(2), torch.zeros(2)).item() == pytest.approx(1e8)
 
 
 def test_gaussian_w2_known_value_for_a_shift():

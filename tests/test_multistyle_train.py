@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from brushwork.core.blocks import ConditionalInstanceNorm2d
 from brushwork.errors import BrushworkError
 from brushwork.methods import asma, cin, johnson
 from brushwork.eval import classifier
@@ -186,13 +185,14 @@ def test_classifier_learns_tiny_synthetic_classes(data, tmp_path):
 
 def test_asma_artist_statistics_are_per_artist_averages(data):
     from brushwork.core.vgg import VGG19
-    from brushwork.core.losses import mean_std
+    from brushwork.core.stats import mean_std
     paintings = train_asma.Paintings(data / "artists", 48, 2)
     vgg = VGG19(last_layer="relu4_1", autocast=False)
     t = train_asma.artist_statistics(vgg, paintings, torch.device("cpu"))
     beta = [img for img, lab in zip(paintings.images, paintings.labels) if lab == 1]
     for name in train_asma.STYLE_LAYERS:
-        stats = [mean_std(vgg(img[None].float() / 255, [name])[name]) for img in beta]
+        stats = [mean_std(vgg(img[None].float() / 255, [name])[name], weighted=True)
+                 for img in beta]
         want_mean = torch.stack([m[0] for m, _ in stats]).mean(0)
         want_std = torch.stack([s[0] for _, s in stats]).mean(0)
         assert torch.allclose(t[f"mean:{name}"][1], want_mean, rtol=1e-4, atol=1e-3)
@@ -203,7 +203,7 @@ def test_asma_artist_statistics_are_per_artist_averages(data):
     fake = {k: v.clone() for k, v in t.items()}
     feats = vgg((x + 1) / 2, list(train_asma.STYLE_LAYERS))
     for name in train_asma.STYLE_LAYERS:
-        m, s = mean_std(feats[name])
+        m, s = mean_std(feats[name], weighted=True)
         fake[f"mean:{name}"][:2], fake[f"std:{name}"][:2] = m, s
     ids = torch.tensor([0, 1])
     assert float(train_asma.style_term(vgg, x, None, ids, fake)) < 1e-6
@@ -311,14 +311,14 @@ def test_asma_style_grid_cells_and_reflect_padding():
     # an image whose left half is dark and right half bright: its whole-image statistics can
     # match a target that no cell matches, which the grid loss sees
     from brushwork.core.vgg import VGG19
-    from brushwork.core.losses import mean_std
+    from brushwork.core.stats import mean_std
     vgg = VGG19(last_layer="relu4_1", autocast=False)
     x = torch.full((1, 3, 64, 64), -0.8)
     x[..., 32:] = 0.8
     feats = vgg((x + 1) / 2, list(train_asma.STYLE_LAYERS))
     t = {}
     for name in train_asma.STYLE_LAYERS:
-        m, s = mean_std(feats[name])
+        m, s = mean_std(feats[name], weighted=True)
         t[f"mean:{name}"], t[f"std:{name}"] = m, s
     ids = torch.tensor([0])
     assert float(train_asma.style_term(vgg, x, None, ids, t)) < 1e-6
@@ -438,13 +438,13 @@ def test_asma_typical_painting_targets(data, tmp_path):
 
 def test_asma_standardised_style_space(data, tmp_path):
     from brushwork.core.vgg import VGG19
-    from brushwork.core.losses import mean_std
+    from brushwork.core.stats import mean_std
     paintings = train_asma.Paintings(data / "artists", 48, 2)
     vgg = VGG19(last_layer="relu4_1", autocast=False)
     t = train_asma.artist_statistics(vgg, paintings, torch.device("cpu"))
     # the moments are those of the log statistics over all eight paintings
     logs = torch.stack([torch.log1p(mean_std(vgg(img[None].float() / 255, ["relu2_1"])
-                                             ["relu2_1"])[0][0].clamp_min(0))
+                                             ["relu2_1"], weighted=True)[0][0].clamp_min(0))
                         for img in paintings.images])
     assert torch.allclose(t["mu|mean:relu2_1"], logs.mean(0), atol=1e-4)
     assert torch.allclose(t["sd|mean:relu2_1"], logs.std(0).clamp_min(1e-3), atol=1e-4)
@@ -459,7 +459,7 @@ def test_asma_standardised_style_space(data, tmp_path):
     fake = {k: v.clone() for k, v in t.items()}
     feats = vgg((x + 1) / 2, list(train_asma.STYLE_LAYERS))
     for name in train_asma.STYLE_LAYERS:
-        fake[f"mean:{name}"][:2], fake[f"std:{name}"][:2] = mean_std(feats[name])
+        fake[f"mean:{name}"][:2], fake[f"std:{name}"][:2] = mean_std(feats[name], weighted=True)
     ids = torch.tensor([0, 1])
     assert float(train_asma.style_term(vgg, x, None, ids, fake, space="standardised")) < 1e-6
     raw = float(train_asma.style_term(vgg, x, None, ids.flip(0), fake))

@@ -1,8 +1,7 @@
 """Shared network blocks and feature transforms for the feed-forward methods.
 
-* statistics: :func:`mean_std`, :func:`mean_variance_norm`, :func:`masked_mean_std`
-* transforms: :func:`adain` (Huang & Belongie 2017), :func:`wct` (Li et al. 2017, whitening and
-  colouring via eigendecomposition in float64), :func:`style_swap` (Chen & Schmidt 2016)
+* transforms: :func:`style_swap` (Chen & Schmidt 2016); AdaIN, WCT and every other feature
+  statistic live in :mod:`brushwork.core.stats`
 * networks: :func:`decoder` (mirror of VGG19 up to relu{L}_1: reflect padding, nearest
   upsampling, a ``width`` multiplier for tiny test configs), :class:`SmallEncoder` (a thin
   VGG-shaped encoder for collaborative distillation), :class:`SAModule` / :class:`SATransform`
@@ -18,6 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from ..errors import BrushworkError
+from .stats import channel_mean, normalize, rms, second_moment
 
 # (channels, number of convs) of VGG19's five blocks.
 VGG_BLOCKS = [(64, 2), (128, 2), (256, 4), (512, 4), (512, 4)]
@@ -25,92 +25,7 @@ LEVEL_LAYERS = {1: "relu1_1", 2: "relu2_1", 3: "relu3_1", 4: "relu4_1", 5: "relu
 LAYER_LEVELS = {v: k for k, v in LEVEL_LAYERS.items()}
 
 
-# ------------------------------------------------------------------------------------ statistics
-def mean_std(feat: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample, per-channel mean and standard deviation over space, shaped (N, C, 1, 1)."""
-    if feat.dim() != 4:
-        raise BrushworkError(f"expected (N, C, H, W) features, got {tuple(feat.shape)}")
-    flat = feat.flatten(2)
-    mean = flat.mean(-1)[..., None, None]
-    std = (flat.var(-1, unbiased=False) + eps).sqrt()[..., None, None]
-    return mean, std
-
-
-def masked_mean_std(feat: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5):
-    """Mean/std over the positions where ``mask`` (N, 1, H, W), in [0, 1], is on (weighted)."""
-    w = mask.flatten(2)
-    total = w.sum(-1, keepdim=True).clamp_min(1e-6)
-    flat = feat.flatten(2)
-    mean = (flat * w).sum(-1, keepdim=True) / total
-    var = (((flat - mean) ** 2) * w).sum(-1, keepdim=True) / total
-    return mean[..., None], (var + eps).sqrt()[..., None]
-
-
-def mean_variance_norm(feat: torch.Tensor) -> torch.Tensor:
-    mean, std = mean_std(feat)
-    return (feat - mean) / std
-
-
 # ------------------------------------------------------------------------------------ transforms
-def adain(content_feat: torch.Tensor, style_feat: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Adaptive instance normalisation: the content's features with the style's channel
-    mean/std. Batches must match (or the style batch be 1)."""
-    c_mean, c_std = mean_std(content_feat, eps)
-    s_mean, s_std = mean_std(style_feat, eps)
-    return (content_feat - c_mean) / c_std * s_std + s_mean
-
-
-def _sym_power(cov: torch.Tensor, power: float, eps: float) -> torch.Tensor:
-    """cov^power for a symmetric PSD matrix, dropping eigenvalues below ``eps``."""
-    evals, evecs = torch.linalg.eigh(cov)
-    keep = evals > eps
-    evals, evecs = evals[keep], evecs[:, keep]
-    return (evecs * evals.pow(power)) @ evecs.T
-
-
-_CHUNK = 1 << 18  # positions per chunk: bounded float64 temporaries for huge feature maps
-
-
-def feature_stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (C, 1) and covariance (C, C) of (C, N) features, accumulated in float64 chunks."""
-    c, n = f.shape
-    s = torch.zeros(c, dtype=torch.float64, device=f.device)
-    ss = torch.zeros(c, c, dtype=torch.float64, device=f.device)
-    for chunk in f.split(_CHUNK, dim=1):
-        d = chunk.double()
-        s += d.sum(1)
-        ss += d @ d.T
-    mean = (s / n)[:, None]
-    cov = (ss - n * mean @ mean.T) / max(n - 1, 1)
-    return mean, cov
-
-
-def wct_matrix(c_cov: torch.Tensor, s_cov: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """The colouring-times-whitening matrix  S^(1/2) C^(-1/2)  (float64)."""
-    return _sym_power(s_cov, 0.5, eps) @ _sym_power(c_cov, -0.5, eps)
-
-
-def apply_affine(f: torch.Tensor, m: torch.Tensor, c_mean: torch.Tensor,
-                 s_mean: torch.Tensor) -> torch.Tensor:
-    """m @ (f - c_mean) + s_mean for (C, N) features, in float64 chunks, returned in f's dtype."""
-    return torch.cat([(m @ (chunk.double() - c_mean) + s_mean).to(f.dtype)
-                      for chunk in f.split(_CHUNK, dim=1)], dim=1)
-
-
-def wct(content_feat: torch.Tensor, style_feat: torch.Tensor, alpha: float = 1.0,
-        eps: float = 1e-5) -> torch.Tensor:
-    """Whitening-colouring transform of one (1, C, H, W) content map to the style's mean and
-    covariance, blended ``alpha * wct + (1 - alpha) * content``. Statistics in float64."""
-    if content_feat.shape[0] != 1 or style_feat.shape[0] != 1:
-        raise BrushworkError("wct works on one image at a time (batch of 1)")
-    f = content_feat[0].flatten(1)
-    c_mean, c_cov = feature_stats(f)
-    s_mean, s_cov = feature_stats(style_feat[0].flatten(1))
-    out = apply_affine(f, wct_matrix(c_cov, s_cov, eps), c_mean, s_mean)
-    out = out.view_as(content_feat[0])[None]
-    return alpha * out + (1 - alpha) * content_feat
-
-
 def style_swap(content_feat: torch.Tensor, style_feat: torch.Tensor, patch: int = 3,
                stride: int = 1, chunk: int = 4096) -> torch.Tensor:
     """Replace every content patch by its most similar (normalised cross-correlation) style
@@ -274,9 +189,9 @@ class SAModule(nn.Module):
         self.chunk = chunk
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        q = self.f(mean_variance_norm(content)).flatten(2).transpose(1, 2)  # (B, Nc, C)
-        k = self.g(mean_variance_norm(style)).flatten(2)                     # (B, C, Ns)
-        v = self.h(style).flatten(2).transpose(1, 2)                         # (B, Ns, C)
+        q = self.f(normalize(content)).flatten(2).transpose(1, 2)  # (B, Nc, C)
+        k = self.g(normalize(style)).flatten(2)                    # (B, C, Ns)
+        v = self.h(style).flatten(2).transpose(1, 2)               # (B, Ns, C)
         parts = [torch.softmax(q[:, i:i + self.chunk] @ k, dim=-1) @ v
                  for i in range(0, q.shape[1], self.chunk)]
         o = torch.cat(parts, 1).transpose(1, 2).reshape(content.shape)
@@ -312,14 +227,8 @@ class _CovNet(nn.Module):
         self.dim = dim
 
     def forward(self, centred: torch.Tensor) -> torch.Tensor:
-        f = self.convs(centred).flatten(2)
-        cov = f @ f.transpose(1, 2) / f.shape[-1]
+        cov = second_moment(self.convs(centred).flatten(2))
         return self.fc(cov.flatten(1)).view(-1, self.dim, self.dim)
-
-
-def _rms(x: torch.Tensor) -> torch.Tensor:
-    """Per-sample root mean square of a (B, C, H, W) tensor, shaped (B, 1, 1, 1)."""
-    return x.float().pow(2).mean((1, 2, 3), keepdim=True).clamp_min(1e-12).sqrt().to(x.dtype)
 
 
 class LinearTransform(nn.Module):
@@ -341,16 +250,16 @@ class LinearTransform(nn.Module):
     # initialisation, and training diverges.
     def matrix(self, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The style half (S matrix, style mean); can be blended linearly between styles."""
-        s_mean = style.flatten(2).mean(-1)[..., None, None]
+        s_mean = channel_mean(style, keepdim=True)
         centred = style - s_mean
-        rms = _rms(centred)
-        return self.snet(centred / rms) * rms[..., 0], s_mean
+        scale = rms(centred)
+        return self.snet(centred / scale) * scale[..., 0], s_mean
 
     def apply(self, content: torch.Tensor, s_matrix: torch.Tensor, s_mean: torch.Tensor):
-        c_mean = content.flatten(2).mean(-1)[..., None, None]
+        c_mean = channel_mean(content, keepdim=True)
         centred = content - c_mean
-        rms = _rms(centred)
-        t = s_matrix @ self.cnet(centred / rms) / rms[..., 0]
+        scale = rms(centred)
+        t = s_matrix @ self.cnet(centred / scale) / scale[..., 0]
         z = self.compress(centred)
         b, d, h, w = z.shape
         return self.unzip((t @ z.flatten(2)).view(b, d, h, w)) + s_mean

@@ -2,7 +2,9 @@
 
 Features are (N, C, H, W) tensors. Every statistic that can take a spatial mask does: a mask is
 (N or 1, 1, H', W') in [0, 1] and is resized to the feature's resolution; masked statistics are
-weighted means over the mask. Combine terms explicitly with :func:`weighted_sum`.
+weighted means over the mask. The statistics themselves (Gram, mean/std, mean/covariance,
+matrix square roots, mask resizing) come from :mod:`brushwork.core.stats`. Combine terms
+explicitly with :func:`weighted_sum`.
 """
 from __future__ import annotations
 
@@ -10,64 +12,22 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from . import stats as S
+from .stats import gram, mean_cov, resize_mask, sqrtm_psd
+
 _EPS = 1e-8
 
 
-# --------------------------------------------------------------------------- helpers
-def resize_mask(mask: torch.Tensor | None, feat: torch.Tensor) -> torch.Tensor | None:
-    """Mask resized (area average) to the spatial size of ``feat``."""
-    if mask is None:
-        return None
-    if mask.shape[-2:] != feat.shape[-2:]:
-        mask = F.adaptive_avg_pool2d(mask, feat.shape[-2:]) if (
-            mask.shape[-2] >= feat.shape[-2] and mask.shape[-1] >= feat.shape[-1]) else \
-            F.interpolate(mask, size=feat.shape[-2:], mode="bilinear", align_corners=False)
-    return mask.to(feat.dtype)
-
-
-def _flat(feat, mask):
-    """(N, C, HW) features and (N, 1, HW) normalised weights summing to 1 over HW."""
-    n, c, h, w = feat.shape
-    f = feat.reshape(n, c, h * w)
-    if mask is None:
-        wts = feat.new_full((n, 1, h * w), 1.0 / (h * w))
-    else:
-        m = resize_mask(mask, feat).reshape(mask.shape[0], 1, h * w).expand(n, 1, h * w)
-        wts = m / m.sum(-1, keepdim=True).clamp_min(_EPS)
-    return f, wts
-
-
 # --------------------------------------------------------------------------- statistics
-def gram(feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Gram matrix (N, C, C) = F W F^T / C with W the (mask) weights summing to 1 over pixels.
-
-    Unmasked this is F F^T / (C H W), Gatys et al.'s Gram normalised by the layer size.
-    """
-    f, wts = _flat(feat, mask)
-    return torch.bmm(f * wts, f.transpose(1, 2)) / feat.shape[1]
+def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None):
+    """The loss library's channel mean and std, each (N, C): :func:`stats.mean_std` with the
+    (mask or uniform) weights' arithmetic (``weighted=True``)."""
+    return S.mean_std(feat, mask, weighted=True)
 
 
-def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, eps: float = 1e-5):
-    """Per-channel mean and standard deviation, each (N, C)."""
-    f, wts = _flat(feat, mask)
-    mean = (f * wts).sum(-1)
-    var = ((f - mean.unsqueeze(-1)) ** 2 * wts).sum(-1)
-    return mean, (var + eps).sqrt()
-
-
-def mean_cov(feat: torch.Tensor, mask: torch.Tensor | None = None):
-    """Per-channel mean (N, C) and covariance (N, C, C)."""
-    f, wts = _flat(feat, mask)
-    mean = (f * wts).sum(-1)
-    fc = f - mean.unsqueeze(-1)
-    return mean, torch.bmm(fc * wts, fc.transpose(1, 2))
-
-
-def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
-    """Symmetric square root of a batch of PSD matrices (eigendecomposition, float64)."""
-    vals, vecs = torch.linalg.eigh(a.double())
-    vals = vals.clamp_min(0).sqrt()
-    return (vecs * vals.unsqueeze(-2) @ vecs.transpose(-1, -2)).to(a.dtype)
+def _energy(target: torch.Tensor) -> torch.Tensor:
+    """Mean square of a whole target tensor, clamped at 1e-8: the scale of a relative loss."""
+    return target.pow(2).mean().clamp_min(_EPS)
 
 
 # --------------------------------------------------------------------------- pure losses
@@ -90,6 +50,29 @@ def mean_std_loss(feat, target_mean, target_std, mask=None):
     return F.mse_loss(m, target_mean.expand_as(m)) + F.mse_loss(s, target_std.expand_as(s))
 
 
+def _moments(v):
+    return v if isinstance(v, tuple) else S.mean_std(v)
+
+
+def mean_std_distance(feats, targets, layers, *, relative: bool = False):
+    """The mean/std style loss of the feed-forward trainers (Huang & Belongie 2017): the sum
+    over ``layers`` of MSE(mean) + MSE(std) between the channel statistics of ``feats[l]`` and
+    ``targets[l]``. Each value is a feature map (its :func:`stats.mean_std`, plain arithmetic)
+    or a ``(mean, std)`` pair already taken (precomputed or transformed statistics).
+    ``relative``: each layer's term divided by the target map's mean square (maps only)."""
+    total = 0.0
+    for name in layers:
+        (m, s), (tm, ts) = _moments(feats[name]), _moments(targets[name])
+        term = F.mse_loss(m, tm) + F.mse_loss(s, ts)
+        total = total + (term / _energy(targets[name]) if relative else term)
+    return total
+
+
+def relative_mse(x, target):
+    """MSE divided by the target's mean square (clamped at 1e-8): a scale-free feature loss."""
+    return F.mse_loss(x, target) / _energy(target)
+
+
 def gaussian_w2_loss(feat, target_mean, target_cov_sqrt, mask=None):
     """Squared 2-Wasserstein distance between Gaussian fits, divided by C.
 
@@ -98,11 +81,7 @@ def gaussian_w2_loss(feat, target_mean, target_cov_sqrt, mask=None):
     mean, cov = mean_cov(feat, mask)
     c = feat.shape[1]
     root_t = target_cov_sqrt.expand(cov.shape[0], -1, -1)
-    inner = root_t @ cov @ root_t
-    # trace of sqrt(inner) = sum of sqrt of eigenvalues; eigvalsh is differentiable.
-    ev = torch.linalg.eigvalsh(inner.double() + 1e-8 * torch.eye(c, dtype=torch.float64,
-                                                               device=feat.device))
-    tr_cross = ev.clamp_min(1e-12).sqrt().sum(-1).to(feat.dtype)
+    tr_cross = S.trace_sqrtm(root_t @ cov @ root_t, ridge=1e-8, floor=1e-12).to(feat.dtype)
     tr_t = (root_t ** 2).sum((-1, -2))
     w2 = ((mean - target_mean) ** 2).sum(-1) + cov.diagonal(dim1=-2, dim2=-1).sum(-1) + tr_t \
         - 2 * tr_cross

@@ -5,7 +5,7 @@ Features are (N, C, H, W) maps unless a function says (C, N) (one image's flatte
 the whitening-colouring path). A *mask* is (N or 1, 1, H', W') in [0, 1]; it is resized to the
 feature map by :func:`resize_mask` and masked statistics are mask-weighted.
 
-Each statistic has one implementation; the arguments reproduce, bit for bit, the variants the
+Each statistic has one implementation; its arguments reproduce, bit for bit, the variants the
 package used to write by hand (which differ in rounding, not in meaning):
 
 * ``eps`` placement: standard deviations are ``sqrt(var + eps)`` (``eps=0``: plain ``std``);
@@ -14,15 +14,15 @@ package used to write by hand (which differ in rounding, not in meaning):
   instead of ``Tensor.mean`` / ``Tensor.var``; the two agree to rounding (~1e-7 relative);
 * ``normalise``: masked moments as sums with weights normalised first (``"weights"``, the loss
   library) or weighted sums divided by the mask's total (``"sums"``, AdaIN's spatial control);
-  ``floor`` is the clamp of that total (1e-8 and 1e-6 respectively at those call sites);
-* float64 and ``chunk``: (C, N) statistics and affine maps accumulate in float64, ``chunk``
+  ``floor`` is the clamp of that total;
+* float64 and :data:`CHUNK`: (C, N) statistics and affine maps accumulate in float64, ``CHUNK``
   positions at a time (bounded temporaries for huge maps).
 
 Contents: :func:`resize_mask`, :func:`flat_weights`, :func:`channel_mean`, :func:`mean_std`,
 :func:`normalize`, :func:`adain`, :func:`gram`, :func:`second_moment`, :func:`rms`,
 :func:`mean_cov`, :func:`feature_stats`, :func:`sym_power`, :func:`sqrtm_psd`,
-:func:`wct_matrix`, :func:`apply_affine`, :func:`whiten_colour`, :func:`wct`,
-:func:`match_color`, :func:`log_standardize`.
+:func:`trace_sqrtm`, :func:`wct_matrix`, :func:`apply_affine`, :func:`whiten_colour`,
+:func:`wct`, :func:`match_color`, :func:`log_standardize`.
 """
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ CHUNK = 1 << 18
 
 MASK_FLOOR = 1e-8
 """Default clamp of a mask's total weight (an empty mask gives weights 0, not a division by 0)."""
+
+WCT_EPS = 1e-5
+"""Eigenvalues at or below this are dropped from the whitening and colouring matrices."""
+
+COLOR_REG = 1e-5
+"""Ridge added to both colour covariances in :func:`match_color`."""
 
 
 # ------------------------------------------------------------------------------------ masks
@@ -64,16 +70,16 @@ def _flat_mask(feat: torch.Tensor, mask: torch.Tensor):
     return feat.reshape(n, c, h * w), m
 
 
-def flat_weights(feat: torch.Tensor, mask: torch.Tensor | None = None, *,
-                 floor: float = MASK_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+def flat_weights(feat: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C, HW) features and (N, 1, HW) weights summing to 1 over HW: uniform 1/HW without a
-    mask, else the resized mask divided by its total (clamped to at least ``floor``)."""
+    mask, else the resized mask divided by its total (clamped to at least :data:`MASK_FLOOR`)."""
     _check4(feat)
     n, c, h, w = feat.shape
     if mask is None:
         return feat.reshape(n, c, h * w), feat.new_full((n, 1, h * w), 1.0 / (h * w))
     f, m = _flat_mask(feat, mask)
-    return f, m / m.sum(-1, keepdim=True).clamp_min(floor)
+    return f, m / m.sum(-1, keepdim=True).clamp_min(MASK_FLOOR)
 
 
 def _shape(t: torch.Tensor, keepdim: bool) -> torch.Tensor:
@@ -81,15 +87,11 @@ def _shape(t: torch.Tensor, keepdim: bool) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------- first and second moments
-def channel_mean(feat: torch.Tensor, mask: torch.Tensor | None = None, *, keepdim: bool = False,
-                 weighted: bool = False, floor: float = MASK_FLOOR) -> torch.Tensor:
-    """Per-sample, per-channel mean over space: (N, C), or (N, C, 1, 1) with ``keepdim``.
-    Plain ``mean`` unless a mask is given or ``weighted`` (then :func:`flat_weights`)."""
+def channel_mean(feat: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
+    """Per-sample, per-channel mean over space (``Tensor.mean``): (N, C), or (N, C, 1, 1) with
+    ``keepdim``."""
     _check4(feat)
-    if mask is None and not weighted:
-        return _shape(feat.flatten(2).mean(-1), keepdim)
-    f, w = flat_weights(feat, mask, floor=floor)
-    return _shape((f * w).sum(-1), keepdim)
+    return _shape(feat.flatten(2).mean(-1), keepdim)
 
 
 def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float = 1e-5,
@@ -100,12 +102,12 @@ def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float
     Returns two (N, C) tensors, or (N, C, 1, 1) with ``keepdim``.
 
     * no mask, ``weighted=False``: ``Tensor.mean`` / ``Tensor.var`` (``eps=0``: ``Tensor.std``,
-      so ``eps=0, unbiased=True`` is exactly ``x.flatten(2).std(2)``);
-    * a mask, or ``weighted=True``: mask-weighted moments. ``normalise="weights"``: the
-      weights of :func:`flat_weights` (total clamped at ``floor``), mean = sum(w f),
-      var = sum(w (f - mean)^2); ``unbiased`` divides var by 1 - sum(w^2) (n / (n - 1) for
-      uniform weights). ``normalise="sums"``: sum(m f) / total and sum(m (f - mean)^2) / total
-      with the mask's total clamped at ``floor`` (biased only). The two differ only by rounding.
+      so ``eps=0, unbiased=True`` is exactly ``x.flatten(2).std(2)``); the only path that
+      takes ``unbiased``;
+    * a mask, or ``weighted=True``: mask-weighted (biased) moments. ``normalise="weights"``:
+      the weights of :func:`flat_weights`, mean = sum(w f), var = sum(w (f - mean)^2).
+      ``normalise="sums"`` (needs a mask): sum(m f) / total and sum(m (f - mean)^2) / total
+      with the mask's total clamped at ``floor``. The two differ only by rounding.
     """
     _check4(feat)
     if normalise not in ("weights", "sums"):
@@ -116,53 +118,50 @@ def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float
         std = (flat.var(-1, unbiased=unbiased) + eps).sqrt() if eps else \
             flat.std(-1, unbiased=unbiased)
         return _shape(mean, keepdim), _shape(std, keepdim)
+    if unbiased:
+        raise BrushworkError("masked or weighted statistics are biased only")
     if normalise == "sums":
         if mask is None:
             raise BrushworkError("normalise='sums' needs a mask")
-        if unbiased:
-            raise BrushworkError("normalise='sums' computes the biased variance only")
         f, m = _flat_mask(feat, mask)
         total = m.sum(-1, keepdim=True).clamp_min(floor)
         mean = (f * m).sum(-1, keepdim=True) / total
         var = (((f - mean) ** 2) * m).sum(-1, keepdim=True) / total
         mean, var = mean[..., 0], var[..., 0]
     else:
-        f, w = flat_weights(feat, mask, floor=floor)
+        f, w = flat_weights(feat, mask)
         mean = (f * w).sum(-1)
         var = ((f - mean.unsqueeze(-1)) ** 2 * w).sum(-1)
-        if unbiased:
-            var = var / (1 - (w ** 2).sum(-1))
     return _shape(mean, keepdim), _shape((var + eps).sqrt(), keepdim)
 
 
-def normalize(feat: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Instance normalisation without affine: (feat - mean) / sqrt(var + eps) per sample and
+def normalize(feat: torch.Tensor) -> torch.Tensor:
+    """Instance normalisation without affine: (feat - mean) / sqrt(var + 1e-5) per sample and
     channel (SANet's ``mean_variance_norm``)."""
-    mean, std = mean_std(feat, eps=eps, keepdim=True)
+    mean, std = mean_std(feat, keepdim=True)
     return (feat - mean) / std
 
 
-def adain(content_feat: torch.Tensor, style_feat: torch.Tensor, eps: float = 1e-5, *,
-          content_mask: torch.Tensor | None = None, mask_floor: float = 1e-6) -> torch.Tensor:
+def adain(content_feat: torch.Tensor, style_feat: torch.Tensor, *,
+          content_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Adaptive instance normalisation: the content with the style's channel mean/std
-    (batches equal, or the style's 1). ``content_mask``: the content statistics are those of
-    the masked region (``normalise="sums"``, total clamped at ``mask_floor``: AdaIN's spatial
-    control); the whole content map is transformed with them. The mask is resized by
+    (``eps`` 1e-5; batches equal, or the style's 1). ``content_mask``: the content statistics
+    are those of the masked region (``normalise="sums"``, total clamped at 1e-6: AdaIN's
+    spatial control); the whole content map is transformed with them. The mask is resized by
     :func:`resize_mask`: pass it at the feature size to choose another resampling."""
     if content_mask is None:
-        c_mean, c_std = mean_std(content_feat, eps=eps, keepdim=True)
+        c_mean, c_std = mean_std(content_feat, keepdim=True)
     else:
-        c_mean, c_std = mean_std(content_feat, content_mask, eps=eps, keepdim=True,
-                                 normalise="sums", floor=mask_floor)
-    s_mean, s_std = mean_std(style_feat, eps=eps, keepdim=True)
+        c_mean, c_std = mean_std(content_feat, content_mask, keepdim=True, normalise="sums",
+                                 floor=1e-6)
+    s_mean, s_std = mean_std(style_feat, keepdim=True)
     return (content_feat - c_mean) / c_std * s_std + s_mean
 
 
-def gram(feat: torch.Tensor, mask: torch.Tensor | None = None, *,
-         floor: float = MASK_FLOOR) -> torch.Tensor:
+def gram(feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Gram matrix (N, C, C) = F W F^T / C, W the :func:`flat_weights` (summing to 1).
     Unmasked: F F^T / (C H W), Gatys et al.'s Gram normalised by the layer size."""
-    f, w = flat_weights(feat, mask, floor=floor)
+    f, w = flat_weights(feat, mask)
     return torch.bmm(f * w, f.transpose(1, 2)) / feat.shape[1]
 
 
@@ -172,37 +171,36 @@ def second_moment(f: torch.Tensor) -> torch.Tensor:
     return f @ f.transpose(1, 2) / f.shape[-1]
 
 
-def rms(x: torch.Tensor, floor: float = 1e-12) -> torch.Tensor:
+def rms(x: torch.Tensor) -> torch.Tensor:
     """Per-sample root mean square over all non-batch dims, keepdim ((B, 1, 1, 1) for maps),
-    computed in float32 with the mean square clamped at ``floor``, returned in x's dtype."""
+    computed in float32 with the mean square clamped at 1e-12, returned in x's dtype."""
     dims = tuple(range(1, x.dim()))
-    return x.float().pow(2).mean(dims, keepdim=True).clamp_min(floor).sqrt().to(x.dtype)
+    return x.float().pow(2).mean(dims, keepdim=True).clamp_min(1e-12).sqrt().to(x.dtype)
 
 
-def mean_cov(feat: torch.Tensor, mask: torch.Tensor | None = None, *,
-             floor: float = MASK_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+def mean_cov(feat: torch.Tensor,
+             mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mask-weighted channel mean (N, C) and biased covariance (N, C, C) = sum_p w_p
     (f_p - mean)(f_p - mean)^T with the :func:`flat_weights` (differentiable; batched)."""
-    f, w = flat_weights(feat, mask, floor=floor)
+    f, w = flat_weights(feat, mask)
     mean = (f * w).sum(-1)
     fc = f - mean.unsqueeze(-1)
     return mean, torch.bmm(fc * w, fc.transpose(1, 2))
 
 
-def feature_stats(f: torch.Tensor, *, unbiased: bool = True,
-                  chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (C, 1) and covariance (C, C) of one image's (C, N) features, float64, accumulated
-    ``chunk`` positions at a time (sums and sums of products: memory bounded for any N).
-    ``unbiased``: divide by max(N - 1, 1), else by N."""
+def feature_stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (C, 1) and unbiased covariance (C, C) (divided by max(N - 1, 1)) of one image's
+    (C, N) features, float64, accumulated :data:`CHUNK` positions at a time (sums and sums of
+    products: memory bounded for any N)."""
     c, n = f.shape
     s = torch.zeros(c, dtype=torch.float64, device=f.device)
     ss = torch.zeros(c, c, dtype=torch.float64, device=f.device)
-    for part in f.split(chunk, dim=1):
+    for part in f.split(CHUNK, dim=1):
         d = part.double()
         s += d.sum(1)
         ss += d @ d.T
     mean = (s / n)[:, None]
-    cov = (ss - n * mean @ mean.T) / (max(n - 1, 1) if unbiased else n)
+    cov = (ss - n * mean @ mean.T) / max(n - 1, 1)
     return mean, cov
 
 
@@ -212,20 +210,18 @@ def sym_power(a: torch.Tensor, power: float, eps: float | None = None) -> torch.
     float64, returned in a's dtype.
 
     ``eps=None``: eigenvalues clamped at 0 (rounding noise of a PSD matrix; a negative
-    ``power`` then needs a positive definite ``a``). ``eps`` given: eigenvalues <= eps are
-    dropped (their eigenvectors left out of the sum; in a batch their terms are zeroed, the
-    same matrix), i.e. a pseudo-power on the well-determined subspace."""
+    ``power`` then needs a positive definite ``a``). ``eps`` given (one (C, C) matrix only):
+    eigenvalues <= eps are dropped with their eigenvectors, a pseudo-power on the
+    well-determined subspace."""
     evals, evecs = torch.linalg.eigh(a.double())
     if eps is None:
         p = evals.clamp_min(0).pow(power)
     else:
+        if a.dim() != 2:
+            raise BrushworkError("sym_power with eps takes one (C, C) matrix")
         keep = evals > eps
-        if a.dim() == 2:
-            evals, evecs = evals[keep], evecs[:, keep]
-            p = evals.pow(power)
-        else:
-            p = torch.where(keep, evals.where(keep, torch.ones_like(evals)).pow(power),
-                            torch.zeros_like(evals))
+        evals, evecs = evals[keep], evecs[:, keep]
+        p = evals.pow(power)
     return (evecs * p.unsqueeze(-2) @ evecs.transpose(-1, -2)).to(a.dtype)
 
 
@@ -235,69 +231,84 @@ def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     return sym_power(a, 0.5)
 
 
+def trace_sqrtm(a: torch.Tensor, *, ridge: float = 0.0, floor: float = 0.0) -> torch.Tensor:
+    """tr(a^1/2) of a symmetric PSD matrix or batch (..., C, C): the sum of the square roots
+    of the eigenvalues (``eigvalsh``: differentiable) of ``a + ridge * I`` in float64, each
+    clamped at ``floor``; (...) in float64. The cross term of the Frechet / 2-Wasserstein
+    distance between Gaussians."""
+    d = a.double()
+    if ridge:
+        d = d + ridge * torch.eye(a.shape[-1], dtype=torch.float64, device=a.device)
+    return torch.linalg.eigvalsh(d).clamp_min(floor).sqrt().sum(-1)
+
+
 # ------------------------------------------------------------------ whitening and colouring
-def wct_matrix(c_cov: torch.Tensor, s_cov: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """The colouring-times-whitening matrix S^(1/2) C^(-1/2), eigenvalues <= eps dropped in
-    both (float64 in, float64 out for :func:`feature_stats` covariances)."""
-    return sym_power(s_cov, 0.5, eps) @ sym_power(c_cov, -0.5, eps)
+def wct_matrix(c_cov: torch.Tensor, s_cov: torch.Tensor) -> torch.Tensor:
+    """The colouring-times-whitening matrix S^(1/2) C^(-1/2), eigenvalues <= :data:`WCT_EPS`
+    dropped in both (float64 in, float64 out for :func:`feature_stats` covariances)."""
+    return sym_power(s_cov, 0.5, WCT_EPS) @ sym_power(c_cov, -0.5, WCT_EPS)
 
 
-def apply_affine(f: torch.Tensor, m: torch.Tensor, c_mean: torch.Tensor, s_mean: torch.Tensor,
-                 chunk: int = CHUNK) -> torch.Tensor:
-    """m @ (f - c_mean) + s_mean for (C, N) features, in float64 chunks of ``chunk``
+def apply_affine(f: torch.Tensor, m: torch.Tensor, c_mean: torch.Tensor,
+                 s_mean: torch.Tensor) -> torch.Tensor:
+    """m @ (f - c_mean) + s_mean for (C, N) features, in float64 chunks of :data:`CHUNK`
     positions, returned in f's dtype."""
     return torch.cat([(m @ (part.double() - c_mean) + s_mean).to(f.dtype)
-                      for part in f.split(chunk, dim=1)], dim=1)
+                      for part in f.split(CHUNK, dim=1)], dim=1)
 
 
-def whiten_colour(content: torch.Tensor, style_mean: torch.Tensor, style_cov: torch.Tensor,
-                  eps: float = 1e-5, chunk: int = CHUNK) -> torch.Tensor:
+def whiten_colour(content: torch.Tensor, style_mean: torch.Tensor,
+                  style_cov: torch.Tensor) -> torch.Tensor:
     """Whitening-colouring of (C, N) features to a style's mean (C, 1) and covariance (C, C)
     (from :func:`feature_stats`): the content's own (unbiased, float64) statistics, then
     :func:`wct_matrix` and :func:`apply_affine`. Returned in content's dtype."""
-    c_mean, c_cov = feature_stats(content, chunk=chunk)
-    return apply_affine(content, wct_matrix(c_cov, style_cov, eps), c_mean, style_mean, chunk)
+    c_mean, c_cov = feature_stats(content)
+    return apply_affine(content, wct_matrix(c_cov, style_cov), c_mean, style_mean)
 
 
-def wct(content_feat: torch.Tensor, style_feat: torch.Tensor, mask: torch.Tensor | None = None,
-        alpha: float = 1.0, eps: float = 1e-5, chunk: int = CHUNK) -> torch.Tensor:
+def wct(content_feat: torch.Tensor, style_feat: torch.Tensor,
+        mask: torch.Tensor | None = None) -> torch.Tensor:
     """Whitening-colouring transform (Li et al. 2017) of a (1, C, H, W) content map to the
-    (1, C, H', W') style's mean and covariance, blended ``alpha * wct + (1 - alpha) * content``.
+    (1, C, H', W') style's mean and covariance.
 
     ``mask`` (1, 1, h, w): resized to the content map (nearest), positions > 0.5 are
-    transformed with their own statistics and blended; every other position is returned
-    unchanged, and so is the whole map when fewer than 2 positions are selected."""
+    transformed with their own statistics; every other position is returned unchanged, and
+    so is the whole map when fewer than 2 positions are selected."""
     if content_feat.shape[0] != 1 or style_feat.shape[0] != 1:
         raise BrushworkError("wct works on one image at a time (batch of 1)")
-    s_mean, s_cov = feature_stats(style_feat[0].flatten(1), chunk=chunk)
+    s_mean, s_cov = feature_stats(style_feat[0].flatten(1))
     flat = content_feat[0].flatten(1)
     if mask is None:
-        out = whiten_colour(flat, s_mean, s_cov, eps, chunk).view_as(content_feat)
-        return out if alpha == 1 else alpha * out + (1 - alpha) * content_feat
+        return whiten_colour(flat, s_mean, s_cov).view_as(content_feat)
     sel = F.interpolate(mask, size=content_feat.shape[-2:], mode="nearest")[0, 0].flatten() > 0.5
     out = content_feat.clone(memory_format=torch.contiguous_format)
     if int(sel.sum()) < 2:
         return out
-    part = flat[:, sel]
-    new = whiten_colour(part, s_mean, s_cov, eps, chunk)
-    if alpha != 1:
-        new = alpha * new + (1 - alpha) * part
-    out[0].view(content_feat.shape[1], -1)[:, sel] = new
+    out[0].view(content_feat.shape[1], -1)[:, sel] = whiten_colour(flat[:, sel], s_mean, s_cov)
     return out
 
 
-def match_color(source: torch.Tensor, reference: torch.Tensor, reg: float = 1e-5) -> torch.Tensor:
+def _colour_moments(image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (C, 1) and biased covariance (C, C) of a (1, C, H, W) image's colours in float64,
+    two-pass (centred, then F F^T / N): colour transfer's own arithmetic. Mathematically
+    :func:`feature_stats` divided by N instead of N - 1, whose one-pass sums round
+    differently (1 float32 ulp on a few pixels of the recoloured image)."""
+    f = image[0].reshape(image.shape[1], -1).double()
+    mean = f.mean(1, keepdim=True)
+    centred = f - mean
+    return mean, centred @ centred.T / f.shape[1]
+
+
+def match_color(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Linear colour transfer (Gatys et al. 2017): ``source`` (1, C, H, W) recoloured so its
     channel mean and covariance match ``reference``'s; x' = R^1/2 S^-1/2 (x - mu_s) + mu_r with
-    biased float64 covariances regularised by ``reg * I`` and symmetric matrix powers; clamped
-    to [0, 1], in source's dtype."""
+    biased float64 covariances regularised by :data:`COLOR_REG` * I, symmetric square roots
+    and an inverse; clamped to [0, 1], in source's dtype."""
     c = source.shape[1]
-    eye = reg * torch.eye(c, dtype=torch.float64, device=source.device)
-    fs = source[0].reshape(c, -1)
-    mu_s, cov_s = feature_stats(fs, unbiased=False)
-    mu_r, cov_r = feature_stats(reference[0].reshape(c, -1), unbiased=False)
-    m = sym_power(cov_r + eye, 0.5) @ sym_power(cov_s + eye, -0.5)
-    return apply_affine(fs, m, mu_s, mu_r).reshape(source.shape).clamp(0, 1)
+    eye = COLOR_REG * torch.eye(c, dtype=torch.float64, device=source.device)
+    (mu_s, cov_s), (mu_r, cov_r) = _colour_moments(source), _colour_moments(reference)
+    m = sqrtm_psd(cov_r + eye) @ torch.linalg.inv(sqrtm_psd(cov_s + eye))
+    return apply_affine(source[0].reshape(c, -1), m, mu_s, mu_r).reshape(source.shape).clamp(0, 1)
 
 
 # ----------------------------------------------------------------------- statistic vectors

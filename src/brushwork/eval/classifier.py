@@ -22,7 +22,9 @@ import torch.nn.functional as F
 
 from ..errors import BrushworkError
 from ..core.image import resize
+from ..core.stats import log_standardize, mean_std
 from ..core.weights import load_weights, meta_json, resolve_weights, save_weights
+from ..core.device import has_bf16
 from ..core.vgg import LAYER_CHANNELS, VGG19
 
 FEATURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # also the choices
@@ -49,8 +51,7 @@ def statistics_of(feats: dict, layers=FEATURE_LAYERS) -> torch.Tensor:
     (differentiable: asma's ``--classifier-weight`` trains through it)."""
     out = []
     for name in layers:
-        h = feats[name].float().flatten(2)
-        out += [h.mean(2), h.std(2)]
+        out += mean_std(feats[name].float(), eps=0, unbiased=True)
     return torch.cat(out, 1)
 
 
@@ -61,12 +62,6 @@ def vgg_statistics(vgg: VGG19, x: torch.Tensor, size: int | None = 256,
     if size is not None:
         x = short_side(x, size)
     return statistics_of(vgg(x, list(layers)), layers)
-
-
-def standardize(feats, mean, std, clip: float = 6.0):
-    """log1p of the (non-negative) statistics, z-scored with the training moments, clipped so
-    one odd channel cannot dominate an unfamiliar image."""
-    return ((torch.log1p(feats.clamp_min(0)) - mean) / std).clamp(-clip, clip)
 
 
 class ArtistClassifier(nn.Module):
@@ -89,11 +84,14 @@ class ArtistClassifier(nn.Module):
         self._vgg = None
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(standardize(feats, self.feat_mean, self.feat_std))
+        # log1p statistics z-scored with the training moments, clipped so one odd channel
+        # cannot dominate an unfamiliar image
+        return self.head(log_standardize(feats, self.feat_mean, self.feat_std, clip=6.0))
 
     def vgg(self) -> VGG19:
         if self._vgg is None:
-            self._vgg = VGG19(last_layer=self.layers[-1], autocast=True)
+            # bf16 only where the hardware runs it fast (emulated bf16 is ~20x slower than fp32)
+            self._vgg = VGG19(last_layer=self.layers[-1], autocast=has_bf16(torch.device("cpu")))
         return self._vgg
 
     @torch.no_grad()

@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from ..core import losses as L
+from ..core import stats as S
 from ..core.image import resize, to_tensor
 from ..core.vgg import VGG19
 
@@ -38,16 +38,16 @@ def _same_pixels(style, hw):
 
 
 def _frechet(fa, fb):
-    ma, ca = L.mean_cov(fa.double())
-    mb, cb = L.mean_cov(fb.double())
-    ra = L.sqrtm_psd(ca[0])
-    ev = torch.linalg.eigvalsh(ra @ cb[0] @ ra).clamp_min(0).sqrt().sum()
+    ma, ca = S.mean_cov(fa.double())
+    mb, cb = S.mean_cov(fb.double())
+    ra = S.sqrtm_psd(ca[0])
+    ev = S.trace_sqrtm(ra @ cb[0] @ ra)
     return float(((ma - mb) ** 2).sum() + ca[0].trace() + cb[0].trace() - 2 * ev)
 
 
 def _style_terms(fa, fb):
-    ga, gb = L.gram(fa), L.gram(fb)
-    (ma, sa), (mb, sb) = L.mean_std(fa), L.mean_std(fb)
+    ga, gb = S.gram(fa), S.gram(fb)
+    (ma, sa), (mb, sb) = S.mean_std(fa, weighted=True), S.mean_std(fb, weighted=True)
     return {"gram": float(((ga - gb) ** 2).sum()),
             "meanstd": float(((ma - mb) ** 2).sum() + ((sa - sb) ** 2).sum()),
             "frechet": _frechet(fa, fb)}

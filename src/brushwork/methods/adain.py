@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 
-from ..core.blocks import LEVEL_LAYERS, adain, decoder, masked_mean_std, mean_std
+from ..core.blocks import LEVEL_LAYERS, decoder
+from ..core.stats import adain
 from ..errors import BrushworkError
 from ..core.protocol import MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Capabilities
 from . import feedforward as ff
@@ -70,6 +71,4 @@ class AdaIN(ff.FeedForward):
             return adain(cf, sf)
         # the region's own content statistics, as in the paper's spatial control
         m = F.interpolate(mask, size=cf.shape[-2:], mode="bilinear", align_corners=False)
-        c_mean, c_std = masked_mean_std(cf, m)
-        s_mean, s_std = mean_std(sf)
-        return (cf - c_mean) / c_std * s_std + s_mean
+        return adain(cf, sf, content_mask=m)

@@ -66,10 +66,9 @@ PRESETS = {
                   content_weight=0.0, ema=0.0, style_target="painting", style_grid=1, d_steps=3,
                   style_space="raw", decoder_norm="in", table_lr_mult=1.0, asm_up="nearest",
                   padding="zeros"),
-    # cpu: session 6: each artist's most typical painting as the target, whole-image
-    # statistics (style accuracy 58.8 % at 3000 steps vs 38.8 % with the average target and a
-    # 2 x 2 grid); the shipped file is this preset to step 8000, then --style-weight 2e-3 to
-    # 12000 (92.5 %; docs/multistyle.md, session 7)
+    # cpu: sized for a 2-core CPU; each artist's most typical painting as the statistics
+    # target, whole-image statistics (the shipped file: this preset to step 8000, then
+    # --style-weight 2e-3 to step 12000; MANIFEST.json)
     "cpu": dict(chn=16, n_plain=3, d_chn=16, size=128, batch=4, warmup=200, style_weight=1e-3,
                 content_weight=1e-4, ema=0.999, style_target="typical", style_grid=1, d_steps=1,
                 style_space="raw", decoder_norm="film", table_lr_mult=10.0, asm_up="bilinear",
@@ -209,8 +208,10 @@ def build(preset: str, n_styles: int, **overrides) -> tuple[Generator, Projectio
 
 # ------------------------------------------------------------------------------------ inference
 def pad16(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad H, W up to multiples of 16, and to at least 32 (the generator downsamples 16x and
+    its deepest layers need two positions); returns the padded image and the original size."""
     h, w = x.shape[-2:]
-    ph, pw = (-h) % 16, (-w) % 16
+    ph, pw = max((-h) % 16, 32 - h), max((-w) % 16, 32 - w)
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)

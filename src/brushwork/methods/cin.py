@@ -11,7 +11,7 @@ A new style is added to a trained model by training only its own gamma/beta rows
 weights frozen; MetaStyle-like fast adaptation): minutes on a CPU.
 
     brushwork train cin --style A.jpg --style B.jpg ... --content DIR --out F.safetensors
-    brushwork train cin-add-style --weights F.safetensors --style NEW.jpg --content DIR --out G
+    brushwork train cin --add-style F.safetensors --style NEW.jpg --content DIR --out G.safetensors
 """
 from __future__ import annotations
 

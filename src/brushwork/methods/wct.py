@@ -14,12 +14,8 @@ encoder (``encoder.*``): from ``brushwork train wct --encoder-weights DISTILLED`
 """
 from __future__ import annotations
 
-
-import torch
-import torch.nn.functional as F
-
-
-from ..core.blocks import LEVEL_LAYERS, apply_affine, decoder, feature_stats, wct_matrix
+from ..core.blocks import LEVEL_LAYERS, decoder
+from ..core.stats import wct
 from ..errors import BrushworkError
 from ..core.protocol import MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Capabilities, Control
 from . import feedforward as ff
@@ -32,25 +28,6 @@ SMALL_HINT = ("brushwork train distill --content DIR --styles DIR --out DISTILLE
 
 LEVELS = Control("levels", "str_list", None,
                  "WCT levels to apply, coarse to fine (e.g. 5,4,3,2,1; default: all in the file)")
-
-
-def wct_target(cf: torch.Tensor, sf: torch.Tensor, mask: torch.Tensor | None = None,
-               eps: float = 1e-5) -> torch.Tensor:
-    """WCT of ``cf`` to ``sf``; with a mask only the masked content positions are transformed
-    (with their own statistics), the rest is left as is."""
-    s_mean, s_cov = feature_stats(sf[0].flatten(1))
-    flat = cf[0].flatten(1)
-    if mask is None:
-        c_mean, c_cov = feature_stats(flat)
-        return apply_affine(flat, wct_matrix(c_cov, s_cov, eps), c_mean, s_mean).view_as(cf)
-    m = F.interpolate(mask, size=cf.shape[-2:], mode="nearest")[0, 0].flatten() > 0.5
-    out = cf.clone()
-    if int(m.sum()) < 2:
-        return out
-    c_mean, c_cov = feature_stats(flat[:, m])
-    out[0].view(cf.shape[1], -1)[:, m] = apply_affine(flat[:, m], wct_matrix(c_cov, s_cov, eps),
-                                                      c_mean, s_mean)
-    return out
 
 
 class WCT(ff.FeedForward):
@@ -100,4 +77,4 @@ class WCT(ff.FeedForward):
 
     def transform(self, cf, sf, mask, c):
         (layer,) = cf
-        return wct_target(cf[layer], sf[layer], mask)
+        return wct(cf[layer], sf[layer], mask)

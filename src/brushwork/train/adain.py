@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from ..core.blocks import LEVEL_LAYERS, adain, decoder, mean_std
+from ..core.blocks import LEVEL_LAYERS, decoder
+from ..core.losses import mean_std_distance
+from ..core.stats import adain
 from ..errors import BrushworkError
 from ..core.protocol import (Clock, emit)
 from ..core.vgg import VGG19
@@ -54,11 +56,7 @@ def _losses(enc, dec, content, style, bf16, device, cw, sw, level=4, iw=0.0, los
     lc = F.mse_loss(gf[layer], t)
     if loss_net is not enc:
         gf = ff.encode(loss_net, g, layers, bf16)
-    ls = 0.0
-    for name in layers:
-        gm, gs = mean_std(gf[name])
-        sm, ss = mean_std(sf[name])
-        ls = ls + F.mse_loss(gm, sm) + F.mse_loss(gs, ss)
+    ls = mean_std_distance(gf, sf, layers)
     total = cw * lc + sw * ls
     parts = {"content": float(lc.detach()), "style": float(ls.detach())}
     if iw:  # identity: decoding the content's own features gives the content back

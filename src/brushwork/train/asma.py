@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from ..core.blocks import (hinge_d_loss, hinge_g_loss, one_hot_styles)
 from ..eval.classifier import ArtistClassifier, artist_folders, statistics_of
 from ..errors import BrushworkError
-from ..core.losses import mean_std, weighted_sum
+from ..core.losses import mean_std_distance, weighted_sum
+from ..core.stats import log_standardize, mean_std
 from ..core.protocol import Clock, emit
 from ..core.vgg import LAYER_CHANNELS, VGG19
 from ..methods.asma import DECODER_NORMS, PADDINGS, PRESETS, SHIPPED_FILE, TRAIN_HINT, Generator, build, transform_loss
@@ -57,7 +58,7 @@ def artist_statistics(vgg: VGG19, paintings: Paintings, device,
     for i, img in enumerate(paintings.images):
         feats = vgg(img[None].float().div(255).to(device), list(STYLE_LAYERS))
         for name in STYLE_LAYERS:
-            m, sd = mean_std(feats[name].float())
+            m, sd = mean_std(feats[name].float(), weighted=True)
             per[f"mean:{name}"][i] = m[0]
             per[f"std:{name}"][i] = sd[0]
     labels = torch.tensor(paintings.labels, device=device)
@@ -101,7 +102,7 @@ def grid_cells(f: torch.Tensor, grid: int) -> list[torch.Tensor]:
 def standardised(stat: torch.Tensor, targets: dict, key: str) -> torch.Tensor:
     """A channel statistic in the painting set's standardised log space:
     ``(log1p(stat) - mu) / sd`` with the moments over all paintings (artist_statistics)."""
-    return (torch.log1p(stat.clamp_min(0)) - targets[f"mu|{key}"]) / targets[f"sd|{key}"]
+    return log_standardize(stat, targets[f"mu|{key}"], targets[f"sd|{key}"])
 
 
 def style_term(vgg: VGG19, out, real, ids, targets, feats=None, grid: int = 1,
@@ -122,19 +123,23 @@ def style_term(vgg: VGG19, out, real, ids, targets, feats=None, grid: int = 1,
     if targets is None:
         with torch.no_grad():
             fr = vgg(real.to(out.device), list(STYLE_LAYERS))
+        tr = {name: mean_std(fr[name], weighted=True) for name in STYLE_LAYERS}
+    else:
+        tr = {name: (targets[f"mean:{name}"][ids], targets[f"std:{name}"][ids])
+              for name in STYLE_LAYERS}
+
+    def space_of(stats: dict) -> dict:
+        if space == "raw":
+            return stats
+        return {name: (standardised(m, targets, f"mean:{name}"),
+                       standardised(s, targets, f"std:{name}")) for name, (m, s) in stats.items()}
+
+    tr = space_of(tr)
+    cells = {name: grid_cells(fo[name], grid) for name in STYLE_LAYERS}
     st = 0.0
-    for name in STYLE_LAYERS:
-        if targets is None:
-            mr, sr = mean_std(fr[name])
-        else:
-            mr, sr = targets[f"mean:{name}"][ids], targets[f"std:{name}"][ids]
-        cells = grid_cells(fo[name], grid)
-        for cell in cells:
-            mo, so = mean_std(cell)
-            if space == "standardised":
-                mo, mr = (standardised(t, targets, f"mean:{name}") for t in (mo, mr))
-                so, sr = (standardised(t, targets, f"std:{name}") for t in (so, sr))
-            st = st + (F.mse_loss(mo, mr) + F.mse_loss(so, sr)) / len(cells)
+    for i in range(grid * grid):  # every cell must match (averaged over the cells)
+        cell = space_of({name: mean_std(cells[name][i], weighted=True) for name in STYLE_LAYERS})
+        st = st + mean_std_distance(cell, tr, STYLE_LAYERS) / (grid * grid)
     return st
 
 
@@ -172,14 +177,17 @@ def add_arguments(p) -> None:
     p.add_argument("--style-weight", type=float, default=None,
                    help="ours: VGG mean/std loss to the artist's paintings (preset)")
     p.add_argument("--content-weight", type=float, default=None,
-                   help="ours: VGG relu4_1 MSE between the photo and its stylisation (preset: 0)")
+                   help="ours: VGG relu4_1 MSE between the photo and its stylisation "
+                        f"(preset: cpu {PRESETS['cpu']['content_weight']:g}, "
+                        f"paper {PRESETS['paper']['content_weight']:g})")
     p.add_argument("--ema", type=float, default=None, metavar="DECAY",
                    help="ours: keep an exponential moving average of the generator's weights "
                         "(decay per step, 0 = off) and ship it instead of the last step's "
                         "weights (preset: cpu 0.999, paper 0)")
     p.add_argument("--style-grid", type=int, default=None, metavar="G",
                    help="ours: match the style statistics in each cell of a G x G grid "
-                        "(preset: cpu 2, paper 1)")
+                        f"(preset: cpu {PRESETS['cpu']['style_grid']}, "
+                        f"paper {PRESETS['paper']['style_grid']})")
     p.add_argument("--padding", default=None, choices=PADDINGS,
                    help="generator convolution padding: zeros (paper) or reflect (ours: no "
                         "fixed-position artefacts along the borders) (preset)")

@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 import torch
 import torch.nn.functional as F
+from ..core.device import has_bf16
 from ..core.files import atomic_write
 from ..errors import BrushworkError
 from ..core.image import load_image
@@ -111,7 +112,7 @@ def run(args, callback=None) -> dict:
     layers = parse_layers(args.layers)
     folders = artist_folders(args.styles, args.min_images)
     train, test = split_by_painting(folders, args.holdout, args.seed)
-    vgg = VGG19(last_layer=layers[-1], autocast=True)
+    vgg = VGG19(last_layer=layers[-1], autocast=has_bf16(torch.device("cpu")))
     cache = Path(args.cache) if args.cache else None
     key = {"styles": str(Path(args.styles).resolve()), "size": args.size, "crops": args.crops,
            "holdout": args.holdout, "seed": args.seed, "classes": list(folders)}

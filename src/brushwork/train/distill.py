@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..core.blocks import LEVEL_LAYERS, SmallEncoder, decoder
 from ..core.device import autocast
+from ..core.losses import relative_mse
 from ..core.vgg import CAFFE_MEAN_BGR, LAYER_CHANNELS, VGG19, load_vgg19_state
 from ..methods import feedforward as ff
 from . import common as training
@@ -106,7 +107,7 @@ def distill_losses(teacher, student, decoders, embeds, x, bf16, device, embed_w,
         pix = F.mse_loss(y, x)
         with autocast(device, bf16):
             fy = student(y, layer)[layer].float()
-        feat = F.mse_loss(fy, sf[layer].detach()) / sf[layer].detach().pow(2).mean().clamp_min(1e-8)
+        feat = relative_mse(fy, sf[layer].detach())
         total = total + pix + feat_w * feat + embed_w * emb
         parts.update({f"pix{level}": float(pix.detach()), f"emb{level}": float(emb.detach())})
     parts["total"] = float(total.detach())

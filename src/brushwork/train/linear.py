@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from ..core.blocks import LAYER_LEVELS, LinearTransform, decoder, mean_std
+from ..core.blocks import LAYER_LEVELS, LinearTransform, decoder
+from ..core.losses import mean_std_distance
 from ..core.vgg import LAYER_CHANNELS, VGG19
 from ..methods.linear import STYLE_LAYERS
 from . import common as training
@@ -35,11 +36,7 @@ def lst_losses(enc, transform, dec, layer, content, style, bf16, device, cw, sw,
         rec = dec(transform(cfs[layer], cfs[layer])).float()
     gf = enc(g, STYLE_LAYERS)
     lc = F.mse_loss(gf["relu4_1"], cfs["relu4_1"])
-    ls = 0.0
-    for name in STYLE_LAYERS:
-        gm, gs = mean_std(gf[name])
-        sm, ss = mean_std(sfs[name])
-        ls = ls + F.mse_loss(gm, sm) + F.mse_loss(gs, ss)
+    ls = mean_std_distance(gf, sfs, STYLE_LAYERS)
     lr_ = F.mse_loss(rec, content) * 255.0 ** 2  # same scale as the feature losses
     total = cw * lc + sw * ls + rw * lr_
     return total, {"content": float(lc.detach()), "style": float(ls.detach()),

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from ..core.blocks import SATransform, decoder, mean_std, mean_variance_norm
+from ..core.blocks import SATransform, decoder
+from ..core.losses import mean_std_distance
+from ..core.stats import normalize
 from ..core.vgg import VGG19
 from ..methods.sanet import LAYERS
 from . import common as training
@@ -33,13 +35,8 @@ def sanet_losses(enc, transform, dec, content, style, bf16, device, w):
 
     g, icc, iss = run_(cf, sf), run_(cf, cf), run_(sf, sf)
     gf = enc(g, LAYERS)
-    lc = sum(F.mse_loss(mean_variance_norm(gf[k]), mean_variance_norm(cf[k]))
-             for k in ("relu4_1", "relu5_1"))
-    ls = 0.0
-    for k in LAYERS:
-        gm, gs = mean_std(gf[k])
-        sm, ss = mean_std(sf[k])
-        ls = ls + F.mse_loss(gm, sm) + F.mse_loss(gs, ss)
+    lc = sum(F.mse_loss(normalize(gf[k]), normalize(cf[k])) for k in ("relu4_1", "relu5_1"))
+    ls = mean_std_distance(gf, sf, LAYERS)
     # pixels on the 0-255 scale so the identity terms are comparable to the feature terms
     l1 = (F.mse_loss(icc, content) + F.mse_loss(iss, style)) * 255.0 ** 2
     fcc, fss = enc(icc, LAYERS), enc(iss, LAYERS)

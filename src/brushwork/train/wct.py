@@ -5,10 +5,11 @@ import math
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from ..core.blocks import LEVEL_LAYERS, decoder, mean_std
+from ..core.blocks import LEVEL_LAYERS, decoder
+from ..core.losses import mean_std_distance, relative_mse
+from ..core.stats import wct
 from ..errors import BrushworkError
 from ..methods import feedforward as ff
-from ..methods.wct import wct_target
 from . import common as training
 from ..core.device import autocast
 from ..core.weights import prefixed_state, load_prefixed
@@ -46,7 +47,7 @@ def recon_losses(enc, decoders: dict, x, bf16, device, feature_weight, feats=Non
             y = dec(feats[layer]).float()
         pix = F.mse_loss(y, x)
         fy = ff.encode(enc, y, layer, bf16)[layer]
-        feat = F.mse_loss(fy, feats[layer]) / feats[layer].pow(2).mean().clamp_min(1e-8)
+        feat = relative_mse(fy, feats[layer])
         total = total + pix + feature_weight * feat
         parts[f"pix{level}"] = float(pix.detach())
         parts[f"feat{level}"] = float(feat.detach())
@@ -55,8 +56,8 @@ def recon_losses(enc, decoders: dict, x, bf16, device, feature_weight, feats=Non
 
 
 def batch_wct(cf: torch.Tensor, sf: torch.Tensor) -> torch.Tensor:
-    """``wct_target`` of each item of a batch with the matching item of ``sf``."""
-    return torch.cat([wct_target(cf[i:i + 1], sf[i:i + 1]) for i in range(len(cf))])
+    """:func:`stats.wct` of each item of a batch with the matching item of ``sf``."""
+    return torch.cat([wct(cf[i:i + 1], sf[i:i + 1]) for i in range(len(cf))])
 
 
 def stylise_losses(enc, vgg, decoders: dict, x, bf16, device, style_weight, feature_weight,
@@ -76,12 +77,8 @@ def stylise_losses(enc, vgg, decoders: dict, x, bf16, device, style_weight, feat
         with autocast(device, bf16):
             y = dec(t).float()
         yf = ff.encode(enc, y, layer, bf16)[layer]
-        feat = F.mse_loss(yf, t) / t.pow(2).mean().clamp_min(1e-8)
-        vy, st = vgg(y, vgg_layers), 0.0
-        for name in vgg_layers:
-            (ym, ys), (sm, ss) = mean_std(vy[name]), mean_std(vs[name])
-            energy = vs[name].pow(2).mean().clamp_min(1e-8)
-            st = st + (F.mse_loss(ym, sm) + F.mse_loss(ys, ss)) / energy
+        feat = relative_mse(yf, t)
+        st = mean_std_distance(vgg(y, vgg_layers), vs, vgg_layers, relative=True)
         total = total + feature_weight * feat + style_weight * st
         parts[f"sfeat{level}"] = float(feat.detach())
         parts[f"style{level}"] = float(st.detach())

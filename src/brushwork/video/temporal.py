@@ -31,6 +31,7 @@ import torch
 from ..errors import BrushworkError, ControlError
 from ..core.image import resize
 from ..core.protocol import Progress
+from ..core.stats import mean_std
 
 CONSISTENCY_MODES = ("none", "flow")
 FLOW_METHODS = ("dis", "farneback")
@@ -220,8 +221,8 @@ def warping_error(inputs: Iterable[torch.Tensor], outputs: Iterable[torch.Tensor
 
 def _match_channel_stats(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     """Give ``x`` the per-channel mean and standard deviation of ``ref`` (both (1, 3, H, W))."""
-    xm, xs = x.mean((2, 3), keepdim=True), x.std((2, 3), keepdim=True)
-    rm, rs = ref.mean((2, 3), keepdim=True), ref.std((2, 3), keepdim=True)
+    xm, xs = mean_std(x, eps=0, unbiased=True, keepdim=True)
+    rm, rs = mean_std(ref, eps=0, unbiased=True, keepdim=True)
     return (x - xm) / xs.clamp_min(1e-6) * rs + rm
 
 
