@@ -204,3 +204,14 @@ def test_bf16_path_runs_every_loss(gatys, content_img, style_img, extra):
     out = run(gatys, content_img, [style_img], precision="bf16", steps=4, **extra)
     assert torch.isfinite(out).all() and out.shape == content_img.shape
     assert diff(out, content_img) > 1e-3
+
+
+def test_lbfgs_that_runs_off_restarts_with_adam_and_still_stylises(gatys, content_img, style_img):
+    """An L-BFGS step far out of range (here forced by a huge learning rate) restarts from the
+    last good image with Adam: the optimisation goes on and the loss falls."""
+    events = []
+    out = gatys.stylize(content_img, [style_img], seed=0, callback=events.append,
+                        controls={**FAST, "steps": 12, "lr": 1e6, "tol": 0})
+    totals = [e.losses["total"] for e in events if e.kind == "step"]
+    assert len(totals) == 12 and totals[-1] < 0.9 * totals[0]
+    assert torch.isfinite(out).all() and (out - content_img).abs().mean() > 1e-3

@@ -5,7 +5,7 @@
 """
 __version__ = "0.1.0"
 
-from .api import stylize  # noqa: E402
+from .api import get_stylizer, stylize  # noqa: E402
 from .errors import BrushworkError, ControlError, ImageError  # noqa: E402
 
-__all__ = ["stylize", "BrushworkError", "ControlError", "ImageError", "__version__"]
+__all__ = ["stylize", "get_stylizer", "BrushworkError", "ControlError", "ImageError", "__version__"]

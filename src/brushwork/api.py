@@ -15,7 +15,7 @@ from .core import validate
 from .core.device import pick_device
 from .core.image import resize_long_side, to_pil, to_tensor
 from .core.protocol import Progress
-from .errors import ResourceError
+from .errors import ControlError
 from .methods import get_method
 
 _instances: dict[tuple, object] = {}
@@ -24,8 +24,12 @@ _instances: dict[tuple, object] = {}
 def get_stylizer(method: str = "gatys", device: str = "cpu", **options):
     """A method instance (created once per method/device/options and reused: weights load
     once). Unknown methods, options and devices raise BrushworkError."""
+    return _stylizer(method, device, options)
+
+
+def _stylizer(method, device, options):
     cls = get_method(method)
-    options = validate.check_options(cls, options)
+    options = validate.check_options(cls, options)  # a mapping, before anything unpacks it
     dev = pick_device(device)
     key = (method, str(dev), tuple(sorted((k, str(v)) for k, v in options.items())))
     if key not in _instances:
@@ -42,19 +46,18 @@ def stylize_tensors(content: torch.Tensor, styles: list[torch.Tensor], method: s
     0 keeps the content's size). Returns a (1, 3, H, W) tensor in [0, 1]."""
     size = validate.check_size(size)
     seed = validate.check_seed(seed)
-    stylizer = get_stylizer(method, device, **(method_options or {}))
-    content = validate.check_image_size(resize_long_side(content, size), "the content image")
+    validate.check_image_tensor(content, "the content image")
+    if not isinstance(styles, (list, tuple)):
+        raise ControlError(f"styles must be a list of image tensors, got {type(styles).__name__}")
     for i, s in enumerate(styles):
-        validate.check_image_size(s, f"style image {i + 1}")
-    try:
+        validate.check_image_size(validate.check_image_tensor(s, f"style image {i + 1}"),
+                                  f"style image {i + 1}")
+    stylizer = _stylizer(method, device, method_options)
+    content = validate.check_image_size(resize_long_side(content, size), "the content image")
+    h, w = content.shape[-2:]
+    with validate.memory_guard(lambda: f"stylising {w}x{h} pixels with {method}"):
         return stylizer.stylize(content, styles, style_weights=style_weights, controls=controls,
                                 seed=seed, callback=callback)
-    except (MemoryError, RuntimeError) as e:
-        if isinstance(e, MemoryError) or "memory" in str(e).lower():
-            h, w = content.shape[-2:]
-            raise ResourceError(f"out of memory stylising {w}x{h} pixels with {method}; use a "
-                                f"smaller size") from None
-        raise
 
 
 def stylize(content, style_or_styles=None, method: str = "gatys", *,

@@ -1,6 +1,7 @@
 """`brushwork eval style-accuracy` and `brushwork sheet` (`eval video` lives with `video`)."""
 from __future__ import annotations
 
+from ..core import validate
 from .common import with_progress
 from .video import add_eval_parser
 
@@ -20,22 +21,28 @@ def add_parsers(sub, Parser) -> None:
 
 
 def _add_style_accuracy_arguments(p) -> None:
-    p.add_argument("--methods", default="asma,gatys,adain",
+    p.add_argument("--methods", type=validate.names_arg, default="asma,gatys,adain",
                    help="comma-separated methods to judge (label-driven or painting-driven)")
     p.add_argument("--styles", required=True, help="folder of artist sub-folders (the paintings "
                    "that drive painting-driven methods: the classifier's held-out ones)")
     p.add_argument("--content", required=True, help="folder of content photos")
     p.add_argument("--classifier", default=None, help="artist classifier (default: shipped)")
-    p.add_argument("--artists", default=None, help="comma-separated subset of the artists")
-    p.add_argument("--n-content", type=int, default=10, help="content photos per artist")
-    p.add_argument("--size", type=int, default=256, help="content long side")
-    p.add_argument("--style-size", type=int, default=256, help="driving painting long side")
+    p.add_argument("--artists", type=validate.names_arg, default=None,
+                   help="comma-separated subset of the artists")
+    p.add_argument("--n-content", type=validate.positive_int_arg, default=10,
+                   help="content photos per artist")
+    p.add_argument("--size", type=validate.size_arg, default=256,
+                   help=f"content long side, {validate.MIN_SIDE}..{validate.MAX_SIDE} "
+                        f"(0 = keep each photo's size)")
+    p.add_argument("--style-size", type=validate.size_arg, default=256,
+                   help=f"driving painting long side, {validate.MIN_SIDE}..{validate.MAX_SIDE} "
+                        f"(0 = keep each painting's size)")
     p.add_argument("--weights", action="append", default=[], metavar="METHOD=PATH",
                    help="weight file for a method (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.CONTROL=VALUE",
                    help="a control for one method, e.g. gatys.steps=100 (repeatable)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=validate.seed_arg, default=0)
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
@@ -43,7 +50,9 @@ def _add_sheet_arguments(p) -> None:
     p.add_argument("content", metavar="CONTENT", help="content photo")
     p.add_argument("-m", "--method", default="cin", help="a method with built-in styles: cin, asma")
     p.add_argument("-o", "--output", required=True, help="output image (.png, .jpg)")
-    p.add_argument("--size", type=int, default=256, help="long side of each cell")
+    p.add_argument("--size", type=validate.size_arg, default=256,
+                   help=f"long side of each cell, {validate.MIN_SIDE}..{validate.MAX_SIDE} "
+                        f"(0 = keep the photo's size)")
     p.add_argument("--weights", default=None, help="weight file (default: shipped)")
     p.add_argument("--device", default="cpu")
 

@@ -24,9 +24,9 @@ def add_parsers(sub) -> None:
 
     d = sub.add_parser("demo", help="stylise a bundled photo with a bundled painting")
     d.add_argument("-o", "--output", default="brushwork_demo.png")
-    d.add_argument("--size", type=validate.size_arg, default=384,
+    d.add_argument("--size", type=validate.output_size_arg, default=384,
                    help=f"output long side, {validate.MIN_SIDE}..{validate.MAX_SIDE}")
-    d.add_argument("--steps", type=int, default=100, help="optimisation steps")
+    d.add_argument("--steps", type=validate.int_arg(0), default=100, help="optimisation steps")
     d.add_argument("--device", default="cpu")
     d.add_argument("--save-inputs", action="store_true", help="also save the content and style")
     d.add_argument("-q", "--quiet", action="store_true")

@@ -1,6 +1,7 @@
 """`brushwork video` and `brushwork eval video`."""
 from __future__ import annotations
 
+from ..core import validate
 from ..video.io import CODECS
 from ..video.temporal import CONSISTENCY_MODES, FLOW_METHODS, RESAMPLING
 from .common import add_method_flags, collect_controls, with_progress
@@ -22,24 +23,26 @@ def _add_video_arguments(p) -> None:
     p.add_argument("--consistency", choices=CONSISTENCY_MODES, default="flow",
                    help="none: stylise frames independently; flow: carry the previous result "
                         "along the optical flow (less flicker)")
-    p.add_argument("--flow-blend", type=float, default=None,
+    p.add_argument("--flow-blend", type=validate.unit_float_arg, default=None,
                    help="flow mode, feed-forward methods: weight of the warped previous frame "
                         "(0-1; default 0.4, wct 0.95)")
     p.add_argument("--flow-resample", choices=RESAMPLING, default=None,
                    help="flow mode: how the previous result is warped (default bilinear; wct "
                         "lanczos, which stays sharp when a result is carried for many frames)")
-    p.add_argument("--flow-detail", type=float, default=None, metavar="SIGMA",
+    p.add_argument("--flow-detail", type=validate.non_negative_float_arg, default=None,
+                   metavar="SIGMA",
                    help="flow mode, feed-forward methods: after blending, restore the fresh "
                         "frame's fine-detail energy above a blur of SIGMA px (default 1.5, "
                         "0 = off)")
-    p.add_argument("--temporal-weight", type=float, default=None,
+    p.add_argument("--temporal-weight", type=validate.non_negative_float_arg, default=None,
                    help="flow mode, gatys: weight of the temporal loss (Ruder et al.)")
     p.add_argument("--flow", choices=FLOW_METHODS, default="dis",
                    help="optical flow algorithm (OpenCV)")
     p.add_argument("--codec", choices=tuple(CODECS), default=None,
                    help="video codec (default: h264; vp9 for .webm, mpeg4 for .avi)")
-    p.add_argument("--crf", type=int, default=18, help="quality for h264/hevc/vp9 (lower = better)")
-    p.add_argument("--fps", type=float, default=None,
+    p.add_argument("--crf", type=validate.int_arg(0, 51), default=18,
+                   help="quality for h264/hevc/vp9, 0..51 (lower = better)")
+    p.add_argument("--fps", type=validate.float_arg(0.0, 1000.0, low_open=True), default=None,
                    help="frame rate when IN is a folder of frames (default 25)")
     p.add_argument("--no-audio", action="store_true", help="drop the audio track")
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ControlError, ImageError
+from . import validate
 from .files import atomic_write
 
 # Guard against decompression bombs: images with more pixels are refused unless overridden
@@ -117,35 +118,113 @@ def resize_long_side(x: torch.Tensor, long_side: int | None) -> torch.Tensor:
     return resize(x, long_side_size(tuple(x.shape[-2:]), long_side))
 
 
+FLOAT_TOLERANCE = 0.01  # float images may overshoot [0, 1] by this much (resampling ringing)
+
+
+def _scale_by_dtype(t: torch.Tensor, what: str) -> torch.Tensor:
+    """Pixel values of any dtype -> float32 in [0, 1]: uint8 / 255, uint16 / 65535, other
+    integers only when they fit 0..255 (then / 255), floats only within [0, 1] (small
+    tolerance, then clamped), bool as 0/1. Anything else is an ImageError, never clipped."""
+    dt = t.dtype
+    if dt == torch.bool:
+        return t.float()
+    if dt.is_complex:
+        raise ImageError(f"{what}: complex values are not an image")
+    if dt == torch.uint8:
+        return t.float().div_(255.0)
+    if dt == torch.uint16:
+        return t.to(torch.int32).float().div_(65535.0)
+    if not dt.is_floating_point:  # int8/16/32/64, uint32/64
+        t64 = t.to(torch.int64)
+        lo, hi = int(t64.min()), int(t64.max())
+        if lo < 0 or hi > 255:
+            raise ImageError(f"{what}: {str(dt).replace('torch.', '')} values {lo}..{hi} are "
+                             f"not 0..255; give uint8 (0..255), uint16 (0..65535) or floats in "
+                             f"[0, 1]")
+        return t64.float().div_(255.0)
+    t = t.float()
+    if not torch.isfinite(t).all():
+        raise ImageError(f"{what} contains NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo < -FLOAT_TOLERANCE or hi > 1 + FLOAT_TOLERANCE:
+        hint = " (values 0..255? divide them by 255)" if hi > 1 + FLOAT_TOLERANCE else ""
+        raise ImageError(f"{what}: float values must be in [0, 1], got {lo:.4g}..{hi:.4g}{hint}")
+    return t.clamp_(0, 1)
+
+
+def _to_rgb(t: torch.Tensor, what: str, shape) -> torch.Tensor:
+    """(N, C, H, W) with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA) -> (N, 3, H, W);
+    alpha is composited on white, as for image files."""
+    c = t.shape[1]
+    if c not in (1, 2, 3, 4):
+        raise ImageError(f"{what}: expected 1 (grey), 3 (RGB) or 4 (RGBA) channels, got shape "
+                         f"{tuple(shape)}")
+    if c in (2, 4):
+        alpha = t[:, c - 1:]
+        t = t[:, : c - 1] * alpha + (1.0 - alpha)
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    return t
+
+
+def _check_not_empty(h: int, w: int, what: str, n: int = 1) -> None:
+    if h == 0 or w == 0 or n == 0:
+        raise ImageError(f"{what} is empty ({w}x{h} pixels)")
+
+
 def to_tensor(image, *, max_pixels: int | None = None) -> torch.Tensor:
-    """Path / PIL image / numpy HxWx3 / tensor -> (1, 3, H, W) float32 in [0, 1]."""
+    """Path / PIL image / numpy array / tensor -> (1, 3, H, W) float32 in [0, 1].
+
+    Arrays are (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA; tensors (H, W), (C, H, W) or
+    (N, C, H, W). Values are converted by dtype: uint8 0..255, uint16 0..65535, other integers
+    0..255, floats 0..1; values outside those ranges, NaN and empty images are ImageErrors."""
     max_pixels = max_pixels_default() if max_pixels is None else max_pixels
     if isinstance(image, torch.Tensor):
-        t = image.detach().float()
-        if t.dim() == 3:
+        what = "image tensor"
+        t = image.detach()
+        if t.dim() == 2:
+            t = t[None, None]
+        elif t.dim() == 3:
             t = t.unsqueeze(0)
-        if t.dim() != 4 or t.shape[1] not in (1, 3):
-            raise ImageError(f"expected an image tensor (3, H, W) or (1, 3, H, W), got {tuple(image.shape)}")
-        if not torch.isfinite(t).all():
-            raise ImageError("image tensor contains NaN or infinite values")
-        if t.shape[1] == 1:
-            t = t.expand(-1, 3, -1, -1)
-        return t.clamp(0, 1).contiguous()
+        if t.dim() != 4:
+            raise ImageError(f"expected an image tensor (3, H, W) or (1, 3, H, W), got "
+                             f"{tuple(image.shape)}")
+        _check_not_empty(t.shape[-2], t.shape[-1], what, t.shape[0])
+        if t.shape[1] not in (1, 2, 3, 4):
+            raise ImageError(f"expected an image tensor (3, H, W) or (1, 3, H, W), got "
+                             f"{tuple(image.shape)}")
+        t = _to_rgb(_scale_by_dtype(t, what), what, image.shape)
+        return t.contiguous()
     if isinstance(image, np.ndarray):
-        a = image.astype(np.float32)
-        if a.dtype != np.float32 or image.dtype == np.uint8:
-            a = a / 255.0 if image.dtype == np.uint8 else a
+        what = "image array"
+        a = image
         if a.ndim == 2:
-            a = np.repeat(a[..., None], 3, axis=2)
-        if a.ndim != 3 or a.shape[2] not in (3, 4):
-            raise ImageError(f"expected an HxWx3 array, got shape {image.shape}")
-        return to_tensor(torch.from_numpy(np.ascontiguousarray(a[..., :3])).permute(2, 0, 1),
-                         max_pixels=max_pixels)
+            a = a[..., None]
+        if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+            raise ImageError(f"expected an HxW, HxWx3 or HxWx4 array, got shape {image.shape}")
+        _check_not_empty(a.shape[0], a.shape[1], what)
+        if a.dtype.byteorder not in ("=", "|"):
+            a = a.astype(a.dtype.newbyteorder("="))
+        try:
+            t = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).unsqueeze(0)
+        except TypeError:
+            raise ImageError(f"{what}: cannot use dtype {image.dtype} as an image (give uint8, "
+                             f"uint16 or float values)") from None
+        return _to_rgb(_scale_by_dtype(t, what), what, image.shape).contiguous()
     if isinstance(image, Image.Image):
-        if image.size[0] * image.size[1] > max_pixels:
-            raise ImageError(f"image of {image.size[0]}x{image.size[1]} exceeds the pixel guard "
+        w, h = image.size
+        _check_not_empty(h, w, "PIL image")
+        if w * h > max_pixels:
+            raise ImageError(f"image of {w}x{h} exceeds the pixel guard "
                              f"of {max_pixels / 1e6:.1f} MP")
-        a = pil_to_rgb_array(image)
+        name = getattr(image, "filename", "") or "PIL image"
+        try:  # a lazily opened file is decoded here: truncated or corrupt data fails now
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image.load()
+            a = pil_to_rgb_array(image)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
         return torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, max_pixels=max_pixels)
@@ -211,32 +290,12 @@ def to_pil(x: torch.Tensor) -> Image.Image:
 def check_output_path(path, *, inputs=()) -> Path:
     """Fail early (before any work) if ``path`` cannot be written, has no known format, or is
     one of the ``inputs`` (overwriting an input with its own result is refused)."""
-    path = Path(path)
-    for src in inputs:
-        if isinstance(src, (str, Path)) and _same_file(Path(src), path):
-            raise ImageError(f"{path}: the output would overwrite the input {src}; choose "
-                             f"another output path")
+    path = validate.check_not_input(path, inputs, error=ImageError)
     ext = path.suffix.lower()
     if ext not in SAVE_FORMATS:
         raise ImageError(f"{path}: unknown output format {ext or '(no extension)'!r} "
                          f"(use one of {', '.join(sorted(SAVE_FORMATS))})")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise ImageError(f"{path}: output directory {parent} does not exist")
-    if not parent.is_dir():
-        raise ImageError(f"{path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ImageError(f"{path}: output directory {parent} is not writable")
-    if path.is_dir():
-        raise ImageError(f"{path}: is a directory")
-    return path
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
-        return False
+    return validate.check_output_file(path, error=ImageError)
 
 
 def save_image(x, path, *, quality: int = 95) -> Path:

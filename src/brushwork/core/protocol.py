@@ -79,10 +79,13 @@ class Control:
             v = PARSERS[self.kind](value)
         except (TypeError, ValueError):
             raise ControlError(f"control {self.name}: cannot read {value!r} as {self.kind}") from None
+        is_list = self.kind.endswith("_list") or self.kind == "images"
+        if is_list and not v:
+            raise ControlError(f"control {self.name}: needs at least one value, got {value!r}")
         if self.choices is not None and v not in self.choices:
             raise ControlError(f"control {self.name}: {v!r} is not one of "
                                f"{', '.join(map(str, self.choices))}")
-        vals = v if isinstance(v, list) and self.kind == "float_list" else [v]
+        vals = v if is_list else [v]  # bounds apply to every element of a list
         for x in vals:
             if isinstance(x, (int, float)) and not isinstance(x, bool):
                 if x != x or x in (float("inf"), float("-inf")):

@@ -7,13 +7,16 @@ which the CLI prints as one ``brushwork: error:`` line).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import numbers
-from typing import Any, Mapping
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
-from ..errors import BrushworkError, ControlError, ImageError
+from ..errors import BrushworkError, ControlError, ImageError, ResourceError
 
 MIN_SIDE = 16      # smallest image side (pixels) any method works on
 MAX_SIDE = 16384   # largest output long side (pixels)
@@ -28,15 +31,19 @@ def _integer(value, what: str) -> int:
     return int(value)
 
 
-def check_size(value, what: str = "size") -> int | None:
-    """An output long side: None or 0 = keep the input's size; else MIN_SIDE..MAX_SIDE."""
+def check_size(value, what: str = "size", *, keep: bool = True) -> int | None:
+    """An output long side: None or 0 = keep the input's size; else MIN_SIDE..MAX_SIDE.
+    ``keep=False``: a size is required (0 and None are refused)."""
+    if value is None and keep:
+        return None
     if value is None:
-        return None
+        raise ControlError(f"{what} is required ({MIN_SIDE}..{MAX_SIDE} pixels)")
     v = _integer(value, what)
-    if v == 0:
+    if v == 0 and keep:
         return None
-    if v < 0:
-        raise ControlError(f"{what} must be positive (0 keeps the input's size), got {v}")
+    if v <= 0:
+        keeps = " (0 keeps the input's size)" if keep else ""
+        raise ControlError(f"{what} must be positive{keeps}, got {v}")
     if v < MIN_SIDE:
         raise ControlError(f"{what} {v} is below the minimum of {MIN_SIDE} pixels")
     if v > MAX_SIDE:
@@ -44,13 +51,36 @@ def check_size(value, what: str = "size") -> int | None:
     return v
 
 
-def check_image_size(x: torch.Tensor, what: str = "image") -> torch.Tensor:
+def check_image_tensor(x, what: str = "image") -> torch.Tensor:
+    """An image tensor as every method takes it: (1, 3, H, W) (or (N, 3, H, W)) floats, with
+    pixels (H, W > 0). Checked before any resizing, so an empty image fails here."""
+    if not isinstance(x, torch.Tensor):
+        raise ImageError(f"{what} must be an image tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ImageError(f"{what} must be a (1, 3, H, W) tensor, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        h, w = x.shape[-2:]
+        raise ImageError(f"{what} is empty ({w}x{h} pixels)")
+    if not x.is_floating_point():
+        raise ImageError(f"{what} must be a float tensor in [0, 1], got {x.dtype}")
+    return x
+
+
+def check_image_size(x: torch.Tensor, what: str = "image",
+                     hint: str = "use a larger image or --size") -> torch.Tensor:
     """Refuse images with a side below MIN_SIDE (the networks' poolings need room)."""
-    h, w = x.shape[-2:]
+    check_frame_size(tuple(x.shape[-2:]), what, hint)
+    return x
+
+
+def check_frame_size(hw: tuple[int, int], what: str = "image",
+                     hint: str = "use a larger image or --size") -> tuple[int, int]:
+    """:func:`check_image_size` for an (H, W) pair (frames not decoded yet)."""
+    h, w = hw
     if min(h, w) < MIN_SIDE:
         raise ImageError(f"{what} is {w}x{h} pixels; every side must be at least {MIN_SIDE} "
-                         f"(use a larger image or --size)")
-    return x
+                         f"({hint})")
+    return hw
 
 
 def check_seed(value) -> int | None:
@@ -90,20 +120,140 @@ def check_options(method_cls, options: Mapping[str, Any] | None) -> dict[str, An
     return dict(options)
 
 
-def _arg(check):
+def check_number(value, what: str, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, integer: bool = False):
+    """A finite number (a whole one if ``integer``) within [low, high] (``low_open``: > low)."""
+    if integer:
+        v = _integer(value, what)
+    else:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ControlError(f"{what} must be a number, got {value!r}")
+        v = float(value)
+        if not math.isfinite(v):
+            raise ControlError(f"{what} must be a finite number, got {value!r}")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ControlError(f"{what} must be {'>' if low_open else '>='} {low:g}, got {v:g}")
+    if high is not None and v > high:
+        raise ControlError(f"{what} must be <= {high:g}, got {v:g}")
+    return v
+
+
+def check_names(value, what: str) -> list[str]:
+    """A non-empty list of names: a comma-separated string or a sequence of strings."""
+    if isinstance(value, str):
+        names = [p.strip() for p in value.split(",") if p.strip()]
+    elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        names = [v.strip() for v in value if v.strip()]
+    else:
+        raise ControlError(f"{what} must be a comma-separated list of names, got {value!r}")
+    if not names:
+        raise ControlError(f"{what} needs at least one name, got {value!r}")
+    return names
+
+
+# ------------------------------------------------------------------------ output paths
+def check_output_file(path, what: str = "output", *, error: type = BrushworkError) -> Path:
+    """A file path that can be written: its folder exists, is a folder and is writable, and
+    the path is not a folder. Raises ``error`` (a BrushworkError subclass)."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise error(f"{path}: {what} directory {parent} does not exist")
+    if not parent.is_dir():
+        raise error(f"{path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise error(f"{path}: {what} directory {parent} is not writable")
+    if path.is_dir():
+        raise error(f"{path}: is a directory")
+    return path
+
+
+def same_file(a, b) -> bool:
+    """Whether two paths name the same file or folder (however they are spelled)."""
+    a, b = Path(a), Path(b)
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_not_input(path, inputs=(), *, error: type = BrushworkError) -> Path:
+    """Refuse an output path that is one of the ``inputs`` (paths; other values are ignored):
+    writing a result over its own input is never what the user meant."""
+    path = Path(path)
+    for src in inputs:
+        if isinstance(src, (str, os.PathLike)) and same_file(src, path):
+            raise error(f"{path}: the output would overwrite the input {src}; choose "
+                        f"another output path")
+    return path
+
+
+# ----------------------------------------------------------------------------- memory
+def _out_of_memory(e: BaseException) -> bool:
+    if isinstance(e, MemoryError):
+        return True
+    text = str(e).lower()
+    return isinstance(e, RuntimeError) and any(
+        k in text for k in ("out of memory", "not enough memory", "allocate memory",
+                            "memory allocation", "can't allocate"))
+
+
+@contextlib.contextmanager
+def memory_guard(describe: Callable[[], str]) -> Iterator[None]:
+    """Turn MemoryError and out-of-memory RuntimeErrors (CPU or CUDA) inside the block into a
+    one-line ResourceError; ``describe()`` names the work (e.g. "stylising 512x384 pixels
+    with adain")."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        raise ResourceError(f"out of memory {describe()}; use a smaller size") from None
+
+
+# --------------------------------------------------------------------- argparse types
+def _arg(check, convert=int, kind="a whole number"):
     def parse(text: str):
         try:
-            return check(int(text))
+            return check(convert(text))
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
         except BrushworkError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     parse.__name__ = check.__name__.replace("check_", "")
     return parse
 
 
-size_arg = _arg(check_size)
+def int_arg(low: int | None = None, high: int | None = None, what: str = "value"):
+    """An argparse type: a whole number in [low, high]."""
+    def check_int(v):
+        return check_number(v, what, low=low, high=high, integer=True)
+    return _arg(check_int)
+
+
+def float_arg(low: float | None = None, high: float | None = None, *, low_open: bool = False,
+              what: str = "value"):
+    """An argparse type: a finite number in [low, high] (``low_open``: above low)."""
+    def check_float(v):
+        return check_number(v, what, low=low, high=high, low_open=low_open)
+    return _arg(check_float, float, "a number")
+
+
+def _check_strict_size(v):
+    return check_size(v, keep=False)
+
+
+def _check_names(text):
+    return check_names(text, "the list")
+
+
+size_arg = _arg(check_size)                 # 0 keeps the input's size
+output_size_arg = _arg(_check_strict_size)  # a size is required: MIN_SIDE..MAX_SIDE
 seed_arg = _arg(check_seed)
+positive_int_arg = int_arg(1)
+non_negative_float_arg = float_arg(0.0)
+unit_float_arg = float_arg(0.0, 1.0)
+names_arg = _arg(_check_names, str, "a list of names")
 
 
 def max_pixels_arg(text: str) -> int:

@@ -20,6 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .classifier import ArtistClassifier, artist_folders, split_by_painting
 from ..errors import BrushworkError
+from ..core import validate
+from ..core.files import atomic_write
 from ..core.image import load_image, resize_long_side, to_pil
 from ..core.protocol import Clock, Progress, emit
 from ..core.image import list_images
@@ -153,38 +155,55 @@ def _pairs(items, sep: str, what: str) -> list[tuple[str, str]]:
 
 
 def run_eval(args, callback=None) -> dict:
-    """Judge each method; returns {"results": {method: result}, "table": markdown}."""
+    """Judge each method; returns {"results": {method: result}, "table": markdown}. Every
+    argument (numbers, method names, the --json path) is checked before any evaluation."""
     import json
 
+    from ..core.device import pick_device
     from ..methods import get_method
 
-    clf = ArtistClassifier.load(args.classifier)
-    artists = [a.strip() for a in args.artists.split(",")] if args.artists else clf.classes
-    unknown = [a for a in artists if a not in clf.classes]
-    if unknown:
-        raise BrushworkError(f"the classifier has no artist(s) {', '.join(unknown)} "
-                             f"(it knows {', '.join(clf.classes)})")
+    names = validate.check_names(args.methods, "--methods")
+    classes = {name: get_method(name) for name in names}
+    n_content = validate.check_number(args.n_content, "--n-content", low=1, integer=True)
+    size = validate.check_size(args.size, "--size")
+    style_size = validate.check_size(args.style_size, "--style-size")
+    seed = validate.check_seed(args.seed)
+    artists = validate.check_names(args.artists, "--artists") if args.artists else None
+    json_path = validate.check_output_file(args.json, "--json") if args.json else None
     weights = dict(_pairs(args.weights, "=", "--weights"))
     controls: dict[str, dict] = {}
     for key, value in _pairs(args.set, ".", "--set"):
         method, _, name = key.partition(".")
         controls.setdefault(method, {})[name] = value
-    contents = content_set(args.content, args.n_content, args.size, args.seed)
+    options = {name: validate.check_options(cls, {"weights": weights[name]}
+                                            if name in weights else {})
+               for name, cls in classes.items()}
+    device = pick_device(args.device)
+
+    clf = ArtistClassifier.load(args.classifier)
+    artists = artists or clf.classes
+    unknown = [a for a in artists if a not in clf.classes]
+    if unknown:
+        raise BrushworkError(f"the classifier has no artist(s) {', '.join(unknown)} "
+                             f"(it knows {', '.join(clf.classes)})")
+    contents = content_set(args.content, n_content, size, seed)
     paintings = None
     results = {}
-    for name in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        cls = get_method(name)
-        options = {"weights": weights[name]} if name in weights else {}
-        method = cls(device=args.device, **options)
+    for name, cls in classes.items():
+        method = cls(device=device, **options[name])
         if method.capabilities.takes_style_images and paintings is None:
             paintings = heldout_paintings(clf, args.styles, clf.holdout, clf.split_seed)
         results[name] = evaluate(name, method, clf, contents, paintings=paintings,
-                                 artists=artists, style_size=args.style_size,
-                                 controls=controls.get(name), seed=args.seed, callback=callback)
+                                 artists=artists, style_size=style_size,
+                                 controls=controls.get(name), seed=seed, callback=callback)
     out = {"results": results, "table": format_table(results),
-           "n_content": len(contents), "size": args.size}
-    if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=1))
+           "n_content": len(contents), "size": size}
+    if json_path is not None:
+        try:
+            with atomic_write(json_path) as f:
+                f.write(json.dumps(out, indent=1).encode())
+        except OSError as e:
+            raise BrushworkError(f"{json_path}: cannot write --json ({e})") from None
     return out
 
 

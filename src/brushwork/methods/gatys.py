@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..core import losses as L
+from ..core import losses as L, validate
 from ..core.color import combine_luminance, gray3, luminance, preserve_color_inputs
 from ..errors import ControlError
 from ..core.image import load_masks, resize, to_tensor
@@ -43,10 +43,11 @@ CONTROLS = {c.name: c for c in (
     Control("style_loss", "str", "gram", "style statistic: gram, meanstd (AdaIN stats) or w2 "
             "(Gaussian Wasserstein)", choices=("gram", "meanstd", "w2")),
     Control("content_layers", "str_list", ["relu4_2"], "content layers, comma-separated"),
-    Control("content_layer_weights", "float_list", None, "one weight per content layer"),
+    Control("content_layer_weights", "float_list", None, "one weight per content layer",
+            low=0.0),
     Control("style_layers", "str_list", STYLE_LAYERS, "style layers, comma-separated"),
     Control("style_layer_weights", "float_list", None, "one weight per style layer (default "
-            "equal)"),
+            "equal)", low=0.0),
     Control("style_depth", "int", None, "use only the first N style layers (1..5: the "
             "'first layers' experiment of Gatys et al.)", low=1),
     Control("hist_layers", "str_list", ["relu1_1", "relu4_1"], "layers of the histogram loss"),
@@ -98,6 +99,15 @@ def _style_size(style_hw, content_hw, scale):
     return max(16, round(sh * f)), max(16, round(sw * f))
 
 
+def _init_tensor(image, what: str) -> torch.Tensor:
+    """A start image: any readable image (path, PIL, array, tensor) with every side at least
+    ``validate.MIN_SIDE``; it is resized to each scale's size by the optimisation loop."""
+    x = to_tensor(image)
+    if x.shape[0] != 1:
+        raise ControlError(f"{what}: expected one image, got a batch of {x.shape[0]}")
+    return validate.check_image_size(x, what, "use a larger start image").contiguous()
+
+
 class Gatys:
     name = "gatys"
     summary = "optimisation (Gatys et al.): any style, best quality, slow (seconds to minutes)"
@@ -140,26 +150,30 @@ class Gatys:
             terms.append(("content", layer, w, L.ContentLoss(cf[layer])))
 
         per_style = c["blend"] == "loss-mix" or masks is not None
+        # with masks the masks are the weights (a white mask = that style at full weight there,
+        # as in the feed-forward methods); a style whose mask is empty adds no term
+        sw = weights if masks is None else [1.0] * len(styles)
+        active = [i for i in range(len(styles)) if masks is None or float(masks[i].sum()) > 0]
         kind = c["style_loss"]
         for layer, lw in zip(sl, slw):
             feats = [sf[layer] for sf in sfs]
             if not per_style:
                 terms.append(("style", layer, lw, _mixed_style_loss(kind, feats, weights)))
                 continue
-            mods = [_style_loss(kind, f, None if masks is None else masks[i])
-                    for i, f in enumerate(feats)]
-            energy = [_target_energy(m) for m in mods]
-            mean_energy = sum(w * e for w, e in zip(weights, energy))
-            for i, m in enumerate(mods):
+            mods = {i: _style_loss(kind, feats[i], None if masks is None else masks[i])
+                    for i in active}
+            energy = {i: _target_energy(m) for i, m in mods.items()}
+            mean_energy = sum(weights[i] * e for i, e in energy.items())
+            for i, m in mods.items():
                 # loss-mix: each style's loss normalised to the mean target energy
                 norm = 1.0 if masks is not None else mean_energy / max(energy[i], 1e-12)
-                terms.append(("style", layer, lw * weights[i] * norm, m))
+                terms.append(("style", layer, lw * sw[i] * norm, m))
         for layer in hl:
             feats = [sf[layer] for sf in sfs]
             if per_style:
-                for i, f in enumerate(feats):
+                for i in active:
                     m = None if masks is None else masks[i]
-                    terms.append(("hist", layer, weights[i] / len(hl), L.HistogramLoss(f, m)))
+                    terms.append(("hist", layer, sw[i] / len(hl), L.HistogramLoss(feats[i], m)))
             else:  # mix the targets: the 1-D Wasserstein barycentre of the channel histograms
                 mod = L.HistogramLoss(feats[0])
                 k = mod.sorted.shape[-1]
@@ -169,10 +183,10 @@ class Gatys:
         for layer in ml:
             feats = [sf[layer] for sf in sfs]
             if per_style:
-                for i, f in enumerate(feats):
+                for i in active:
                     m = None if masks is None else masks[i]
-                    terms.append(("mrf", layer, weights[i] / len(ml),
-                                  L.MRFLoss(f, seed=seed, mask=m)))
+                    terms.append(("mrf", layer, sw[i] / len(ml),
+                                  L.MRFLoss(feats[i], seed=seed, mask=m)))
             else:  # mix the targets: one patch pool drawn from every style by weight
                 pools = [L.MRFLoss(f, seed=seed, max_patches=max(1, round(4096 * w))).patches
                          for w, f in zip(weights, feats) if w > 0]
@@ -217,8 +231,8 @@ class Gatys:
 
         gen = torch.Generator(device="cpu").manual_seed(seed)
         if c["init_image"] is not None:
-            x = to_tensor(c["init_image"][0] if isinstance(c["init_image"], list)
-                          else c["init_image"]).to(dev)
+            x = _init_tensor(c["init_image"][0] if isinstance(c["init_image"], list)
+                             else c["init_image"], "init_image").to(dev)
             if color == "luminance":
                 x = gray3(luminance(x))
         elif c["init"] == "content":
@@ -226,7 +240,7 @@ class Gatys:
         elif c["init"] == "noise":
             x = torch.rand(content.shape, generator=gen).to(dev)
         else:
-            x = to_tensor(c["init"]).to(dev)
+            x = _init_tensor(c["init"], f"the --init image {c['init']}").to(dev)
             if color == "luminance":
                 x = gray3(luminance(x))
 
@@ -277,8 +291,8 @@ class Gatys:
                    "hist": c["hist_weight"], "mrf": c["mrf_weight"]}
         lr = c["lr"] or (1.0 if c["optimizer"] == "lbfgs" else 0.02)
 
-        def make_opt(x, lr):
-            if c["optimizer"] == "lbfgs":
+        def make_opt(x, lr, optimizer=c["optimizer"]):
+            if optimizer == "lbfgs":
                 return torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=50)
             return torch.optim.Adam([x], lr=lr)
 
@@ -314,15 +328,17 @@ class Gatys:
             opt.step(closure)
             loss = state["log"]["total"]
             # Safeguard: L-BFGS without line search can run off (non-finite loss, or pixels far
-            # outside [0, 1]); restart from the best image so far with half the step size.
+            # outside [0, 1]: its curvature estimate from a tiny first step on a very large
+            # loss can be garbage); restart from the last good image with Adam, whose steps
+            # are bounded, at half the step size each time.
             if not math.isfinite(loss) or float(x.detach().abs().max()) > 10.0:
                 restarts += 1
                 if restarts > 6:
                     break
-                lr *= 0.5
+                lr = 0.02 * 0.5 ** (restarts - 1) if c["optimizer"] == "lbfgs" else lr * 0.5
                 with torch.no_grad():
                     x.copy_(best_x)
-                opt = make_opt(x, lr)
+                opt = make_opt(x, lr, "adam")
                 history.clear()
                 continue
             n += 1

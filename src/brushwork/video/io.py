@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import BrushworkError
+from ..core import validate
 from ..core.image import SAVE_FORMATS, load_image, max_pixels_default, resize, save_image
 
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
@@ -49,6 +50,12 @@ def _av():
     except ImportError:  # pragma: no cover - a declared dependency
         raise VideoError("video needs the 'av' package (pip install av)") from None
     return av
+
+
+def _local(path) -> str:
+    """A local path as the FFmpeg URL of that file: ``file:`` plus the absolute path, so a name
+    such as ``my:clip.mp4`` or ``concat:a.ts|b.ts`` is a file name, never a protocol."""
+    return "file:" + str(Path(path).resolve())
 
 
 def _ffmpeg_message(e: Exception) -> str:
@@ -123,7 +130,7 @@ class FrameSource:
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path}: empty file (0 bytes)")
         try:
-            container = av.open(str(self.path), "r")
+            container = av.open(_local(self.path), "r")
         except av.EOFError:
             raise VideoError(f"{self.path}: video has no frames (no data before end of file)") \
                 from None
@@ -216,14 +223,9 @@ class FrameSource:
         self.close()
 
 
-def check_size(size: int | None) -> None:
-    if size is not None and size < 0:
-        raise VideoError(f"--size must be >= 0 (0 = keep the input's size), got {size}")
-
-
 def _target_size(hw: tuple[int, int], size: int | None, even: bool) -> tuple[int, int]:
     h, w = hw
-    check_size(size)
+    size = validate.check_size(size)
     if size:  # None or 0: keep the input's size
         s = size / max(h, w)
         h, w = max(1, round(h * s)), max(1, round(w * s))
@@ -262,11 +264,24 @@ def output_kind(path) -> str:
 
 
 def check_parent(path: Path) -> None:
+    """The output's folder exists and is writable (the output itself may be a folder)."""
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise VideoError(f"{path}: output directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise VideoError(f"{path}: output directory {parent} is not writable")
+
+
+def check_output(path, inputs=()) -> Path:
+    """Fail before any work if ``path`` (a video file or a frame folder) cannot be written or
+    is one of the ``inputs`` (the input video or folder, the style images)."""
+    path = validate.check_not_input(path, inputs, error=VideoError)
+    kind = output_kind(path)
+    if kind == "video":
+        validate.check_output_file(path, error=VideoError)
+    else:
+        check_parent(path)
+    return path
 
 
 def resolve_codec(path, codec: str | None) -> str:
@@ -341,7 +356,7 @@ class VideoWriter:
         self.n = 0
         self._audio = None
         try:
-            self.container = av.open(str(self.tmp), "w", format=_muxer_for(ext))
+            self.container = av.open(_local(self.tmp), "w", format=_muxer_for(ext))
             self.stream = self.container.add_stream(encoder, rate=self.fps)
             self.stream.width, self.stream.height = w, h
             self.stream.pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
@@ -426,7 +441,7 @@ class _AudioCopier:
 
     def __init__(self, src: Path, out, start: float):
         av = _av()
-        self.inp = av.open(str(src), "r")
+        self.inp = av.open(_local(src), "r")
         if not self.inp.streams.audio:
             self.inp.close()
             self.inp, self.stream = None, None

@@ -11,11 +11,12 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ..core import validate
 from ..core.image import load_image, resize
 from ..core.protocol import Clock, Progress, emit
 from ..errors import BrushworkError
-from .io import (FrameSource, VideoError, check_parent, frame_files, check_size, open_sink,
-                 output_kind, probe, resolve_codec)
+from .io import (FrameSource, VideoError, check_output, frame_files, open_sink, output_kind,
+                 probe, resolve_codec)
 from .temporal import TemporalStylizer, warping_error
 
 
@@ -35,19 +36,26 @@ def stylize_video(src, dst, stylizer, styles: Sequence[torch.Tensor], *,
     ``kind="step"``, ``step`` = frames done, ``total`` = expected count, 0 if unknown) and a
     ``kind="done"`` event at the end.
     """
+    size = validate.check_size(size)
+    seed = validate.check_seed(seed)
     kind = output_kind(dst)
+    check_output(dst, inputs=[src])
     if kind == "video":
         resolve_codec(dst, codec)
-        check_parent(Path(dst))
     source = FrameSource(src, size=size, even=(kind == "video"), fps=fps)
     try:
+        h, w = source.out_hw
+        validate.check_frame_size((h, w), f"{src}: the frames", "use a larger --size")
         wrapped = TemporalStylizer(stylizer, consistency, **dict(temporal_options or {}))
         clock = Clock()
         total = source.info.n_frames
+        name = getattr(stylizer, "name", type(stylizer).__name__)
         with open_sink(dst, source, codec=codec, crf=crf, keep_audio=keep_audio) as sink:
             for i, frame in enumerate(source):
-                out = wrapped.stylize(frame, styles, style_weights=style_weights,
-                                      controls=controls, seed=seed)
+                with validate.memory_guard(lambda: f"stylising {w}x{h} video frames with "
+                                                   f"{name}"):
+                    out = wrapped.stylize(frame, styles, style_weights=style_weights,
+                                          controls=controls, seed=seed)
                 if tuple(out.shape[-2:]) != tuple(frame.shape[-2:]):
                     out = resize(out, tuple(frame.shape[-2:]))
                 sink.write(out)
@@ -80,7 +88,8 @@ def run(args, controls: Mapping[str, Any], callback=None) -> dict:
         except ValueError:
             raise BrushworkError(f"--style-weights: {args.style_weights!r} is not a "
                                  f"comma-separated list of numbers") from None
-    check_size(args.size)  # before any model loads
+    validate.check_size(args.size)  # before any model loads
+    check_output(args.output, inputs=[args.input, *(args.style or [])])
     if args.crf < 0 or args.crf > 51:
         raise VideoError(f"--crf must be in 0..51, got {args.crf}")
     if args.fps is not None and not (0 < args.fps <= 1000):
