@@ -217,15 +217,8 @@ def to_tensor(image, *, max_pixels: int | None = None) -> torch.Tensor:
         if w * h > max_pixels:
             raise ImageError(f"image of {w}x{h} exceeds the pixel guard "
                              f"of {max_pixels / 1e6:.1f} MP")
-        name = getattr(image, "filename", "") or "PIL image"
-        try:  # a lazily opened file is decoded here: truncated or corrupt data fails now
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                image.load()
-            a = pil_to_rgb_array(image)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
-        return torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+        # a lazily opened file is decoded here: truncated or corrupt data fails now
+        return _decode(image, getattr(image, "filename", "") or "PIL image")
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, max_pixels=max_pixels)
     raise ImageError(f"cannot use {type(image).__name__} as an image (give a path, PIL image, "
@@ -238,16 +231,22 @@ def load_image(path, size: int | None = None, *, max_pixels: int | None = None) 
     path = Path(path)
     im = _open_checked(path, max_pixels)
     try:
+        t = _decode(im, path)
+    finally:
+        im.close()
+    return resize_long_side(t, size)
+
+
+def _decode(im: Image.Image, name) -> torch.Tensor:
+    """Decode a PIL image to (1, 3, H, W) float32 RGB; corrupt or truncated data -> ImageError."""
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             im.load()
         a = pil_to_rgb_array(im)
     except (OSError, SyntaxError, ValueError) as e:
-        raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
-    finally:
-        im.close()
-    t = torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
-    return resize_long_side(t, size)
+        raise ImageError(f"{name}: corrupt or truncated image ({e})") from None
+    return torch.from_numpy(a.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
 def load_mask(path_or_image, size: tuple[int, int], *, max_pixels: int | None = None,

@@ -254,12 +254,4 @@ positive_int_arg = int_arg(1)
 non_negative_float_arg = float_arg(0.0)
 unit_float_arg = float_arg(0.0, 1.0)
 names_arg = _arg(_check_names, str, "a list of names")
-
-
-def max_pixels_arg(text: str) -> int:
-    try:
-        return check_max_pixels(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    except BrushworkError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+max_pixels_arg = _arg(check_max_pixels, float, "a number")
