@@ -11,46 +11,14 @@ from brushwork.methods.sanet import SANet
 from brushwork.methods.styleswap import StyleSwap
 from brushwork.methods.wct import WCT
 
-from _arbitrary_util import check_weights_and_masks, image, save_tiny
+from _arbitrary_util import check_weights_and_masks, image, tiny_weight_files
 
 W = 1 / 32  # tiny decoders: 2-16 channels
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    out = {}
-    out["wct"] = d / "wct.safetensors"
-    save_tiny(out["wct"], "wct", {f"decoder{l}": blocks.decoder(l, W) for l in (1, 2, 3)},
-              {"levels": "1,2,3", "width": str(W)})
-    out["linear"] = d / "linear.safetensors"
-    lst = blocks.LinearTransform(256, 4, W)
-    for net in (lst.cnet, lst.snet):  # random covariance -> matrix maps must stay O(1)
-        net.fc.weight.data.mul_(1e-4)
-    save_tiny(out["linear"], "linear", {"transform": lst,
-                                        "decoder": blocks.decoder(3, W)},
-              {"layer": "relu3_1", "width": str(W), "dim": "4"})
-    out["sanet"] = d / "sanet.safetensors"
-    save_tiny(out["sanet"], "sanet", {"transform": blocks.SATransform(512),
-                                      "decoder": blocks.decoder(4, W)}, {"width": str(W)})
-    enc = blocks.SmallEncoder(3, 1 / 16)
-    out["distill"] = d / "distill.safetensors"
-    save_tiny(out["distill"], "distill",
-              {"encoder": enc, **{f"decoder{l}": blocks.decoder(l, W, enc.channels[f"relu{l}_1"])
-                                  for l in (1, 2, 3)}},
-              {"levels": "1,2,3", "width": str(W), "encoder": "small", "encoder_level": "3",
-               "encoder_width": str(1 / 16)})
-    out["adain3"] = d / "adain3.safetensors"
-    save_tiny(out["adain3"], "adain", {"decoder": blocks.decoder(3, W)},
-              {"level": "3", "width": str(W)})
-    out["adain_small"] = d / "adain_small.safetensors"
-    enc4 = blocks.SmallEncoder(4, 1 / 16)
-    save_tiny(out["adain_small"], "adain",
-              {"encoder": enc4, "decoder": blocks.decoder(4, W, enc4.channels["relu4_1"])},
-              {"level": "4", "width": str(W), "encoder": "small", "encoder_level": "4",
-               "encoder_width": str(1 / 16)})
-    return out
+    return tiny_weight_files(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,15 @@ import torch
 from PIL import Image
 
 import brushwork
+import brushwork.api
 
+
+
+@pytest.fixture(autouse=True)
+def fp32(monkeypatch):
+    """Pinned values are fp32 results: bf16 off, and no method instance made with bf16 reused."""
+    monkeypatch.setenv("BRUSHWORK_BF16", "0")
+    monkeypatch.setattr(brushwork.api, "_instances", {})
 
 def _content():
     from skimage import data

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -36,7 +37,10 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
 
 
 def has_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AMX / AVX512-BF16."""
+    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AMX / AVX512-BF16.
+    ``BRUSHWORK_BF16=0`` in the environment turns bf16 off everywhere (exact fp32 results)."""
+    if os.environ.get("BRUSHWORK_BF16", "").strip().lower() in ("0", "off", "no", "false"):
+        return False
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
