@@ -100,6 +100,9 @@ VALUES = {
     "strength": "0.5", "style_scale": "1.5", "preserve_color": "luminance",
     "content_layers": "relu3_1", "style_layers": "relu1_1,relu2_1,relu3_1,relu4_1,relu5_1",
     "hist_layers": "relu1_1", "mrf_layers": "relu3_1", "patch_size": "1",
+    "clusters": "2", "smoothness": "0.5",
+    "laplacian_weight": "10", "laplacian_pool": "4,16",
+    "alpha": "0.5", "iterations": "2", "deconv_steps": "2",
 }
 
 

@@ -89,40 +89,16 @@ def gaussian_w2_loss(feat, target_mean, target_cov_sqrt, mask=None):
 
 
 def match_histograms(feat, target_sorted, mask=None):
-    """Remap each channel of ``feat`` onto the target's distribution (sorted values, (C, K)).
-
-    Exact histogram matching by ranks: the i-th smallest value of a channel becomes the target
-    quantile at (i + 0.5) / n. Masked pixels only (mask > 0.5) take part when a mask is given.
-    """
-    n, c, h, w = feat.shape
-    f = feat.detach().reshape(n, c, h * w)
-    out = f.clone()
-    sel = None
-    if mask is not None:
-        sel = (resize_mask(mask, feat).reshape(-1, h * w)[0] > 0.5)
-        if sel.sum() == 0:
-            return feat.detach()
-        f = f[:, :, sel]
-    k = target_sorted.shape[-1]
-    m = f.shape[-1]
-    order = f.argsort(-1)
-    pos = (torch.arange(m, device=feat.device, dtype=feat.dtype) + 0.5) / m * k - 0.5
-    pos = pos.clamp(0, k - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=k - 1)
-    frac = (pos - lo.to(pos.dtype))
-    q = target_sorted[:, lo] * (1 - frac) + target_sorted[:, hi] * frac  # (C, m) quantiles
-    matched = torch.empty_like(f)
-    matched.scatter_(-1, order, q.unsqueeze(0).expand(n, -1, -1).to(f.dtype))
-    if sel is None:
-        out = matched
-    else:
-        out[:, :, sel] = matched
-    return out.reshape(n, c, h, w)
+    """Remap each channel of ``feat`` onto the target's distribution (sorted values, (C, K)):
+    exact histogram matching by ranks, :func:`stats.match_sorted` (masked pixels only, mask
+    > 0.5, when a mask is given)."""
+    return S.match_sorted(feat, target_sorted, mask)
 
 
 def histogram_loss(feat, target_sorted, mask=None):
-    """Risser et al. 2017: distance of the features to their histogram-matched version."""
+    """Risser et al. 2017: distance of the features to their histogram-matched version. This
+    is also EFDM's style loss (Zhang et al. 2022: MSE to the detached exact-distribution match),
+    gatys's ``style_loss="efdm"``."""
     return content_loss(feat, match_histograms(feat, target_sorted, mask), mask)
 
 
@@ -160,6 +136,28 @@ def tv_loss(img):
     dh = img[..., 1:, :] - img[..., :-1, :]
     dw = img[..., :, 1:] - img[..., :, :-1]
     return (dh ** 2).mean() + (dw ** 2).mean()
+
+
+_LAPLACIAN = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+
+
+def laplacian(img, pool=1):
+    """The 3x3 Laplacian (4-neighbour) of each channel of ``img`` (N, C, H, W), after ``pool`` x
+    ``pool`` average pooling (the pool is capped at the image's shorter side); valid
+    positions only, so a constant image gives 0."""
+    p = max(1, min(int(pool), img.shape[-2], img.shape[-1]))
+    x = F.avg_pool2d(img, p) if p > 1 else img
+    if x.shape[-2] < 3 or x.shape[-1] < 3:
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    c = x.shape[1]
+    k = _LAPLACIAN.to(x.device, x.dtype).expand(c, 1, 3, 3)
+    return F.conv2d(x, k, groups=c)
+
+
+def laplacian_loss(x, target_lap, pool):
+    """Li et al. 2017: mean squared difference between the Laplacian of ``x`` after ``pool``
+    average pooling (:func:`laplacian`) and ``target_lap``, the content's."""
+    return F.mse_loss(laplacian(x, pool), target_lap)
 
 
 # --------------------------------------------------------------------------- modules
@@ -213,8 +211,7 @@ class GaussianW2Loss(nn.Module):
 class HistogramLoss(nn.Module):
     def __init__(self, target_feat, mask=None):
         super().__init__()
-        c = target_feat.shape[1]
-        self.register_buffer("sorted", target_feat.detach().reshape(c, -1).sort(-1).values)
+        self.register_buffer("sorted", S.sorted_values(target_feat.detach()))
         self.register_buffer("mask", None if mask is None else mask.detach())
 
     def forward(self, feat):
@@ -236,6 +233,21 @@ class MRFLoss(nn.Module):
 
     def forward(self, feat):
         return mrf_loss(feat, self.patches, self.size, self.mask)
+
+
+class LaplacianLoss(nn.Module):
+    """Holds the content's Laplacians at each pool size; the loss is their sum of
+    :func:`laplacian_loss` terms (the pools of Li et al. 2017: 4 and 16)."""
+
+    def __init__(self, content, pools=(4,)):
+        super().__init__()
+        self.pools = [int(p) for p in pools]
+        for i, p in enumerate(self.pools):
+            self.register_buffer(f"target{i}", laplacian(content.detach(), p))
+
+    def forward(self, img):
+        return sum(laplacian_loss(img, getattr(self, f"target{i}"), p)
+                   for i, p in enumerate(self.pools))
 
 
 class TVLoss(nn.Module):

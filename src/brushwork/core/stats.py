@@ -22,7 +22,8 @@ Contents: :func:`resize_mask`, :func:`flat_weights`, :func:`channel_mean`, :func
 :func:`normalize`, :func:`adain`, :func:`gram`, :func:`second_moment`, :func:`rms`,
 :func:`mean_cov`, :func:`feature_stats`, :func:`sym_power`, :func:`sqrtm_psd`,
 :func:`trace_sqrtm`, :func:`wct_matrix`, :func:`apply_affine`, :func:`whiten_colour`,
-:func:`wct`, :func:`match_color`, :func:`log_standardize`.
+:func:`wct`, :func:`match_color`, :func:`sorted_values`, :func:`match_sorted`,
+:func:`exact_histogram_match`, :func:`log_standardize`.
 """
 from __future__ import annotations
 
@@ -309,6 +310,70 @@ def match_color(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     (mu_s, cov_s), (mu_r, cov_r) = _colour_moments(source), _colour_moments(reference)
     m = sqrtm_psd(cov_r + eye) @ torch.linalg.inv(sqrtm_psd(cov_s + eye))
     return apply_affine(source[0].reshape(c, -1), m, mu_s, mu_r).reshape(source.shape).clamp(0, 1)
+
+
+# ------------------------------------------------------------------ exact histogram matching
+def sorted_values(feat: torch.Tensor) -> torch.Tensor:
+    """(C, K) per-channel sorted values of one image's (1, C, H, W) features (K = H W): the
+    exact distribution :func:`match_sorted` matches to."""
+    return feat.reshape(feat.shape[1], -1).sort(-1).values
+
+
+def match_sorted(feat: torch.Tensor, target_sorted: torch.Tensor,
+                 mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Each channel of ``feat`` (N, C, H, W) remapped onto the distribution given by
+    ``target_sorted`` (C, K), by ranks; detached.
+
+    The i-th smallest of a channel's m values becomes the target quantile at (i + 0.5) / m,
+    linear between sorted values: with m = K, exactly the i-th sorted target value. ``mask``:
+    only positions where the :func:`resize_mask` mask (first sample) is > 0.5 are ranked
+    among themselves and remapped; the others are returned unchanged (all of them when none
+    is selected)."""
+    n, c, h, w = feat.shape
+    f = feat.detach().reshape(n, c, h * w)
+    out = f.clone()
+    sel = None
+    if mask is not None:
+        sel = (resize_mask(mask, feat).reshape(-1, h * w)[0] > 0.5)
+        if sel.sum() == 0:
+            return feat.detach()
+        f = f[:, :, sel]
+    k = target_sorted.shape[-1]
+    m = f.shape[-1]
+    order = f.argsort(-1)
+    pos = (torch.arange(m, device=feat.device, dtype=feat.dtype) + 0.5) / m * k - 0.5
+    pos = pos.clamp(0, k - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=k - 1)
+    frac = (pos - lo.to(pos.dtype))
+    q = target_sorted[:, lo] * (1 - frac) + target_sorted[:, hi] * frac  # (C, m) quantiles
+    matched = torch.empty_like(f)
+    matched.scatter_(-1, order, q.unsqueeze(0).expand(n, -1, -1).to(f.dtype))
+    if sel is None:
+        out = matched
+    else:
+        out[:, :, sel] = matched
+    return out.reshape(n, c, h, w)
+
+
+def exact_histogram_match(content: torch.Tensor, style: torch.Tensor,
+                          mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Exact feature distribution matching (EFDM, Zhang et al. 2022): each channel of the
+    ``content`` features (N, C, H, W) takes the ``style``'s (1, C, H', W') sorted values at its
+    own ranks (:func:`match_sorted`; the style's sorted values are interpolated when the sizes
+    differ). Equal sizes: every output channel has exactly the style's values, in the content's
+    order. ``mask``: only the selected content positions are matched (see
+    :func:`match_sorted`). When ``content`` requires grad the result is
+    ``content + (matched - content).detach()`` (the paper's identity gradient)."""
+    _check4(content)
+    _check4(style)
+    if style.shape[0] != 1 or style.shape[1] != content.shape[1]:
+        raise BrushworkError(f"exact_histogram_match: style {tuple(style.shape)} does not fit "
+                             f"content {tuple(content.shape)}")
+    matched = match_sorted(content, sorted_values(style), mask)
+    if content.requires_grad:
+        return content + (matched - content).detach()
+    return matched
 
 
 # ----------------------------------------------------------------------- statistic vectors

@@ -1,30 +1,36 @@
 """The explicit name -> factory table of stylisation methods.
 
-Each factory is a class with ``name``, ``summary`` and ``controls`` attributes, constructed as
-``METHODS[name](device=...)``, with a ``stylize(...)`` method following
-``brushwork.protocol.Stylizer``.
+Each factory is a class with ``name``, ``summary``, ``controls`` and ``capabilities``,
+constructed as ``METHODS[name](device=..., **options)`` (only the options its capabilities
+declare), with a ``stylize(...)`` method following ``brushwork.core.protocol.Stylizer``.
 """
 from ..errors import BrushworkError
 from .gatys import Gatys
 from .adain import AdaIN
+from .efdm import EFDM
 from .wct import WCT
+from .mst import MST
 from .linear import Linear
 from .sanet import SANet
 from .styleswap import StyleSwap
 from .johnson import Johnson
 from .cin import CIN
 from .asma import Asma
+from .analogy import Analogy
 
 METHODS = {
     "gatys": Gatys,
     "adain": AdaIN,
+    "efdm": EFDM,
     "wct": WCT,
+    "mst": MST,
     "linear": Linear,
     "sanet": SANet,
     "styleswap": StyleSwap,
     "johnson": Johnson,
     "cin": CIN,
     "asma": Asma,
+    "analogy": Analogy,
 }
 
 

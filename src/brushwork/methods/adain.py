@@ -65,7 +65,7 @@ class AdaIN(ff.FeedForward):
     def passes(self, c):
         return [ff.Pass((self.layer,), self.decoder)]
 
-    def transform(self, cf, sf, mask, c):
+    def transform(self, cf, sf, mask, c, state):
         cf, sf = cf[self.layer], sf[self.layer]
         if mask is None:
             return adain(cf, sf)

@@ -259,9 +259,11 @@ class FeedForward:
     def passes(self, c: dict) -> list[Pass]:
         raise NotImplementedError
 
-    def transform(self, cf: dict, sf: dict, mask, c: dict) -> torch.Tensor:
+    def transform(self, cf: dict, sf: dict, mask, c: dict, state: dict) -> torch.Tensor:
         """Target features at ``layers[0]`` for content features ``cf`` and style features
-        ``sf`` (dicts over the pass's layers); ``mask``: this style's region or None."""
+        ``sf`` (dicts over the pass's layers); ``mask``: this style's region or None; ``state``:
+        a dict kept for this style over the passes of one call (for transforms whose finer
+        passes reuse what the first one found)."""
         raise NotImplementedError
 
     @torch.inference_mode()
@@ -277,11 +279,12 @@ class FeedForward:
         b = min(BORDER, hw[0] - 1, hw[1] - 1) if self.border else 0
         x = with_border(content, b, mult)
         pm = None if masks is None else [with_border(m, b, mult) for m in masks]
+        states = [{} for _ in styles]
         for i, p in enumerate(passes):
             cf = {layer: encode_big(self.encoder, x, layer, self.bf16, LAYER_STRIDE[layer])
                   for layer in p.layers}
             targets = [self.transform(cf, encode(self.encoder, s, list(p.layers), self.bf16),
-                                      None if pm is None else pm[j], c)
+                                      None if pm is None else pm[j], c, states[j])
                        for j, s in enumerate(styles)]
             t = combine(cf[p.layers[0]], targets, weights, pm, c["strength"])
             x = decode_big(p.decoder, t, self.bf16, LAYER_STRIDE[p.layers[0]])

@@ -1,9 +1,10 @@
 """Gatys et al. 2016 optimisation-based style transfer, with the refinements of the field.
 
 The output image is optimised (L-BFGS or Adam) so that its VGG19 features match the content's
-(content loss) and its feature statistics match the styles' (Gram loss by default; mean/std or
-Gaussian W2 as alternatives), plus optional histogram (Risser et al. 2017), MRF (Li & Wand 2016)
-and total-variation terms. Refinements:
+(content loss) and its feature statistics match the styles' (Gram loss by default; mean/std,
+Gaussian W2 or exact feature distributions (EFDM) as alternatives), plus optional histogram
+(Risser et al. 2017), MRF (Li & Wand 2016), Laplacian (Li et al. 2017) and total-variation
+terms. Refinements:
 
 - coarse-to-fine: the image is optimised at a few scales, each warm-started from the previous one
   (Gatys et al. 2017 "Controlling perceptual factors"); chosen automatically from the size;
@@ -40,8 +41,9 @@ CONTROLS = {c.name: c for c in (
             low=0.0),
     Control("mrf_weight", "float", 0.0, "MRF / nearest-patch loss weight (Li & Wand), try 1e3-1e4",
             low=0.0),
-    Control("style_loss", "str", "gram", "style statistic: gram, meanstd (AdaIN stats) or w2 "
-            "(Gaussian Wasserstein)", choices=("gram", "meanstd", "w2")),
+    Control("style_loss", "str", "gram", "style statistic: gram, meanstd (AdaIN stats), w2 "
+            "(Gaussian Wasserstein) or efdm (exact feature distributions, Zhang et al. 2022: "
+            "the histogram loss at the style layers)", choices=("gram", "meanstd", "w2", "efdm")),
     Control("content_layers", "str_list", ["relu4_2"], "content layers, comma-separated"),
     Control("content_layer_weights", "float_list", None, "one weight per content layer",
             low=0.0),
@@ -50,6 +52,10 @@ CONTROLS = {c.name: c for c in (
             "equal)", low=0.0),
     Control("style_depth", "int", None, "use only the first N style layers (1..5: the "
             "'first layers' experiment of Gatys et al.)", low=1),
+    Control("laplacian_weight", "float", 0.0, "Laplacian loss weight (Li et al. 2017): keeps "
+            "the content's fine structure and edges, try 1e3-1e4", low=0.0),
+    Control("laplacian_pool", "float_list", [4], "average-pooling sizes of the Laplacian loss, "
+            "comma-separated whole numbers (the paper's 4 and 16)", low=1.0),
     Control("hist_layers", "str_list", ["relu1_1", "relu4_1"], "layers of the histogram loss"),
     Control("mrf_layers", "str_list", ["relu4_1"], "layers of the MRF loss"),
     Control("blend", "str", "gram-mix", "several styles: gram-mix mixes the style targets, "
@@ -148,6 +154,9 @@ class Gatys:
             sfs = [enc(s, sorted(set(sl) | set(hl) | set(ml), key=LAYER_INDEX.get)) for s in styles]
         for layer, w in zip(cl, clw):
             terms.append(("content", layer, w, L.ContentLoss(cf[layer])))
+        if c["laplacian_weight"]:  # a pixel term (layer None), 0-255 scale like TV
+            terms.append(("laplacian", None, 1.0,
+                          L.LaplacianLoss(content * 255.0, c["laplacian_pool"])))
 
         per_style = c["blend"] == "loss-mix" or masks is not None
         # with masks the masks are the weights (a white mask = that style at full weight there,
@@ -174,12 +183,9 @@ class Gatys:
                 for i in active:
                     m = None if masks is None else masks[i]
                     terms.append(("hist", layer, sw[i] / len(hl), L.HistogramLoss(feats[i], m)))
-            else:  # mix the targets: the 1-D Wasserstein barycentre of the channel histograms
-                mod = L.HistogramLoss(feats[0])
-                k = mod.sorted.shape[-1]
-                mod.sorted = sum(w * _resample_sorted(L.HistogramLoss(f).sorted, k)
-                                 for w, f in zip(weights, feats))
-                terms.append(("hist", layer, 1.0 / len(hl), mod))
+            else:
+                terms.append(("hist", layer, 1.0 / len(hl), _mixed_histogram_loss(feats,
+                                                                                  weights)))
         for layer in ml:
             feats = [sf[layer] for sf in sfs]
             if per_style:
@@ -199,6 +205,9 @@ class Gatys:
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
                 callback=None):
         c, weights = begin(self, styles, style_weights, controls)
+        if any(p != int(p) for p in c["laplacian_pool"]):
+            raise ControlError(f"control laplacian_pool: pool sizes must be whole numbers, got "
+                               f"{','.join(f'{p:g}' for p in c['laplacian_pool'])}")
         for name in c["content_layers"] + c["style_layers"] + c["hist_layers"] + c["mrf_layers"]:
             if name not in LAYER_INDEX:
                 raise ControlError(f"unknown VGG19 layer {name!r} (e.g. relu4_2, relu1_1)")
@@ -288,7 +297,8 @@ class Gatys:
     def _optimise(self, x, enc, layers, terms, temporal, c, n_steps, deadline, clock, callback,
                   si, n_scales, done, total):
         weights = {"content": c["content_weight"], "style": c["style_weight"],
-                   "hist": c["hist_weight"], "mrf": c["mrf_weight"]}
+                   "hist": c["hist_weight"], "mrf": c["mrf_weight"],
+                   "laplacian": c["laplacian_weight"]}
         lr = c["lr"] or (1.0 if c["optimizer"] == "lbfgs" else 0.02)
 
         def make_opt(x, lr, optimizer=c["optimizer"]):
@@ -308,7 +318,12 @@ class Gatys:
             # encoder's precision: bf16 inputs with fp32 accumulation, results compared in fp32
             with torch.autocast(x.device.type, torch.bfloat16, enabled=enc.autocast):
                 for term, layer, w, mod in terms:
-                    v = w * mod(feats[layer]).float()
+                    if layer is not None:
+                        v = w * mod(feats[layer]).float()
+                        sums[term] = v if term not in sums else sums[term] + v
+            for term, layer, w, mod in terms:  # pixel terms: fp32, 0-255 scale
+                if layer is None:
+                    v = w * mod(x * 255.0)
                     sums[term] = v if term not in sums else sums[term] + v
             parts = {k: (weights[k], v) for k, v in sums.items()}
             # TV on the 0-255 pixel scale, like the feature losses (Caffe input range)
@@ -363,6 +378,8 @@ def _style_loss(kind, feat, mask=None):
         return L.GramLoss(feat, mask=mask)
     if kind == "meanstd":
         return L.MeanStdLoss(feat, mask=mask)
+    if kind == "efdm":  # EFDM's loss is the histogram loss (MSE to the exact match)
+        return L.HistogramLoss(feat, mask=mask)
     return L.GaussianW2Loss(feat, mask=mask)
 
 
@@ -370,6 +387,8 @@ def _mixed_style_loss(kind, feats, weights):
     """One loss whose target is the weighted mix of every style's target statistic."""
     if kind == "gram":
         return L.GramLoss(target_gram=sum(w * L.gram(f) for w, f in zip(weights, feats)))
+    if kind == "efdm":
+        return _mixed_histogram_loss(feats, weights)
     mod = _style_loss(kind, feats[0])
     if kind == "meanstd":
         stats = [L.mean_std(f) for f in feats]
@@ -382,12 +401,24 @@ def _mixed_style_loss(kind, feats, weights):
     return mod
 
 
+def _mixed_histogram_loss(feats, weights):
+    """A histogram loss whose target is the 1-D Wasserstein barycentre of the styles' channel
+    distributions (their sorted values resampled to the first style's count, mixed)."""
+    mod = L.HistogramLoss(feats[0])
+    k = mod.sorted.shape[-1]
+    mod.sorted = sum(w * _resample_sorted(L.HistogramLoss(f).sorted, k)
+                     for w, f in zip(weights, feats))
+    return mod
+
+
 def _target_energy(mod) -> float:
     """Mean square of a style loss's target statistic (for loss-mix normalisation)."""
     if isinstance(mod, L.GramLoss):
         return float(mod.target.pow(2).mean())
     if isinstance(mod, L.MeanStdLoss):
         return float(mod.mean.pow(2).mean() + mod.std.pow(2).mean())
+    if isinstance(mod, L.HistogramLoss):
+        return float(mod.sorted.pow(2).mean())
     return float(mod.mean.pow(2).mean() + mod.cov_sqrt.pow(2).mean())
 
 

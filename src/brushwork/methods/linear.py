@@ -50,6 +50,6 @@ class Linear(ff.FeedForward):
     def passes(self, c):
         return [ff.Pass((self.layer,), self.decoder)]
 
-    def transform(self, cf, sf, mask, c):
+    def transform(self, cf, sf, mask, c, state):
         with autocast(self.device, self.bf16):
             return self.transform_net(cf[self.layer], sf[self.layer]).float()

@@ -51,7 +51,7 @@ class SANet(ff.FeedForward):
     def passes(self, c):
         return [ff.Pass(("relu4_1", "relu5_1"), self.decoder)]
 
-    def transform(self, cf, sf, mask, c):
+    def transform(self, cf, sf, mask, c, state):
         with autocast(self.device, self.bf16):
             return self.transform_net(cf["relu4_1"], sf["relu4_1"], cf["relu5_1"],
                                       sf["relu5_1"]).float()

@@ -46,5 +46,5 @@ class StyleSwap(ff.FeedForward):
             raise BrushworkError(f"styleswap: patch_size must be odd, got {c['patch_size']}")
         return [ff.Pass(("relu3_1",), self.decoder)]
 
-    def transform(self, cf, sf, mask, c):
+    def transform(self, cf, sf, mask, c, state):
         return style_swap(cf["relu3_1"], sf["relu3_1"], c["patch_size"], c["patch_stride"])

@@ -75,6 +75,6 @@ class WCT(ff.FeedForward):
                                      f"(it has {self.levels})")
         return [ff.Pass((LEVEL_LAYERS[l],), self.decoders[l]) for l in levels]
 
-    def transform(self, cf, sf, mask, c):
+    def transform(self, cf, sf, mask, c, state):
         (layer,) = cf
         return wct(cf[layer], sf[layer], mask)
