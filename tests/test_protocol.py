@@ -103,11 +103,18 @@ VALUES = {
     "clusters": "2", "smoothness": "0.5",
     "laplacian_weight": "10", "laplacian_pool": "4,16",
     "alpha": "0.5", "iterations": "2", "deconv_steps": "2",
+    "auto_regions": "2", "map_weight": "5",
 }
 
 
+# controls that only work as a pair (given together when the method accepts them)
+PARTNERS = {"content_map": "style_map", "style_map": "content_map"}
+
+
 def _flag_value(name, c, tmp_path):
-    if name in ("masks", "stroke_mask"):
+    if name == "style_map":  # the style image's size (24x20)
+        return _png(tmp_path / f"{name}.png", (24, 20), gray=255)
+    if name in ("masks", "stroke_mask", "content_map"):  # the content's size (20x16)
         return _png(tmp_path / f"{name}.png", gray=255)
     if name in VALUES:
         return VALUES[name]
@@ -138,8 +145,11 @@ def _run(capsys, tmp_path, method, extra):
 def test_every_method_with_every_control_flag(method, control, accepted, tmp_path, capsys):
     cls = METHODS[method]
     c = all_controls()[control]
-    code, err, out = _run(capsys, tmp_path, method,
-                          [control_flag(control), _flag_value(control, c, tmp_path)])
+    flags = [control_flag(control), _flag_value(control, c, tmp_path)]
+    if accepted and control in PARTNERS:
+        partner = PARTNERS[control]
+        flags += [control_flag(partner), _flag_value(partner, all_controls()[partner], tmp_path)]
+    code, err, out = _run(capsys, tmp_path, method, flags)
     if accepted:
         assert code == 0, err
         assert Image.open(out).size == (20, 16)

@@ -11,7 +11,7 @@ import sys
 
 from .. import __version__
 from ..errors import BrushworkError
-from . import eval as eval_cmd, stylize, train, video
+from . import eval as eval_cmd, harmonize, stylize, train, video
 from .common import EXIT_USAGE, Parser
 
 
@@ -24,6 +24,7 @@ def build_parser() -> Parser:
     video.add_parser(sub)
     eval_cmd.add_parsers(sub, Parser)
     train.add_parser(sub, Parser)
+    harmonize.add_parser(sub)
     return p
 
 

@@ -127,7 +127,7 @@ def visible_controls(cls) -> dict:
     """A method's controls that have a CLI flag (image-valued ones other than masks are for the
     Python API only)."""
     return {n: c for n, c in cls.controls.items()
-            if c.kind != "images" or n in ("masks", "stroke_mask")}
+            if c.kind != "images" or n in ("masks", "stroke_mask", "content_map", "style_map")}
 
 
 def control_flag(name: str) -> str:

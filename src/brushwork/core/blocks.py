@@ -26,6 +26,20 @@ LAYER_LEVELS = {v: k for k, v in LEVEL_LAYERS.items()}
 
 
 # ------------------------------------------------------------------------------------ transforms
+def pad_for_patches(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad H, W by ``pad`` (reflect; replicate for maps too small to reflect) so that every
+    position has a full patch."""
+    mode = "reflect" if min(x.shape[-2:]) > pad else "replicate"
+    return F.pad(x, (pad,) * 4, mode=mode)
+
+
+def patch_kernels(style_feat: torch.Tensor, patch: int = 3, stride: int = 1):
+    """The style's ``patch`` x ``patch`` patches as rows (L, C*k*k), and the same rows scaled to
+    unit norm (for normalised cross-correlation matching). One image."""
+    kernels = F.unfold(pad_for_patches(style_feat, patch // 2), patch, stride=stride)[0].T
+    return kernels, kernels / kernels.norm(dim=1, keepdim=True).clamp_min(1e-8)
+
+
 def style_swap(content_feat: torch.Tensor, style_feat: torch.Tensor, patch: int = 3,
                stride: int = 1, chunk: int = 4096) -> torch.Tensor:
     """Replace every content patch by its most similar (normalised cross-correlation) style
@@ -37,12 +51,8 @@ def style_swap(content_feat: torch.Tensor, style_feat: torch.Tensor, patch: int 
         raise BrushworkError("style_swap works on one image at a time (batch of 1)")
     c, h, w = content_feat.shape[1:]
     pad = patch // 2
-    padded_style = F.pad(style_feat, (pad,) * 4, mode="reflect" if min(style_feat.shape[-2:]) > pad
-                         else "replicate")
-    kernels = F.unfold(padded_style, patch, stride=stride)[0].T  # (L, C*k*k)
-    normed = kernels / kernels.norm(dim=1, keepdim=True).clamp_min(1e-8)
-    mode = "reflect" if min(h, w) > pad else "replicate"
-    padded = F.pad(content_feat, (pad,) * 4, mode=mode)
+    kernels, normed = patch_kernels(style_feat, patch, stride)
+    padded = pad_for_patches(content_feat, pad)
     summed = torch.zeros_like(padded)
     count = torch.zeros_like(padded[:, :1])
     rows = max(1, chunk // w)

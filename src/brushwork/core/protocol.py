@@ -109,6 +109,10 @@ MASKS = Control("masks", "images", None,
 STYLE_SCALE = Control("style_scale", "float", 1.0,
                       "stroke size: the style image's working size relative to the output",
                       low=0.05, high=8.0)
+AUTO_REGIONS = Control("auto_regions", "int", None,
+                       "find K corresponding regions of content and style automatically "
+                       "(joint k-means of their relu4_1 VGG19 features) and style each content "
+                       "region from its matching style region", low=2, high=16)
 
 
 STYLE_KINDS = ("images", "builtin", "labels")

@@ -13,6 +13,11 @@ terms. Refinements:
   with its weight whatever its contrast);
 - colour preservation (``luminance`` or ``histogram``), spatial masks (a style per region),
   style scale (stroke size), per-layer weights, a step budget, a wall-time budget and early stop;
+- semantic maps (Champandard 2016; Chen & Hsu 2016): colour-coded content and style maps mark
+  corresponding regions; each region's output statistics are matched to the statistics of the
+  style's region of the same colour, and the MRF term matches patches with the maps as extra
+  channels; ``auto_regions`` finds such regions by a joint k-means of both images' relu4_1
+  features (:mod:`brushwork.core.regions`);
 - bf16 autocast for the VGG passes on CPU (AMX) and CUDA; losses stay in float32.
 """
 from __future__ import annotations
@@ -21,12 +26,13 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ..core import losses as L, validate
+from ..core import losses as L, regions as R, stats as S, validate
 from ..core.color import combine_luminance, gray3, luminance, preserve_color_inputs
 from ..errors import ControlError
 from ..core.image import load_masks, resize, to_tensor
-from ..core.protocol import (Capabilities, begin, MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit)
+from ..core.protocol import (AUTO_REGIONS, Capabilities, begin, MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit)
 from ..core.device import has_bf16
 from ..core.vgg import LAYER_INDEX, VGG19
 
@@ -74,7 +80,13 @@ CONTROLS = {c.name: c for c in (
     Control("pooling", "str", "max", "VGG pooling: max or avg", choices=("max", "avg")),
     Control("precision", "str", "auto", "VGG precision: auto (bf16 where the hardware has it), "
             "bf16 or fp32", choices=("auto", "bf16", "fp32")),
-    PRESERVE_COLOR, MASKS, STYLE_SCALE,
+    PRESERVE_COLOR, MASKS, STYLE_SCALE, AUTO_REGIONS,
+    Control("content_map", "images", None, "colour-coded region map of the content (with "
+            "style_map: the same colour marks corresponding regions), content-sized"),
+    Control("style_map", "images", None, "colour-coded region map of the (one) style image, "
+            "style-sized"),
+    Control("map_weight", "float", 10.0, "weight of the region maps' channels in the MRF "
+            "patch matching, relative to the features (0 = plain MRF)", low=0.0),
     # for callers such as the video layer (not CLI flags): an initial image tensor and a
     # temporal term (target image, per-pixel weight (1, 1, H, W), weight) (Ruder et al. 2016)
     Control("init_image", "images", None, "initial image (tensor/PIL/path), overrides init"),
@@ -134,9 +146,10 @@ class Gatys:
         return enc
 
     # ------------------------------------------------------------------ objective
-    def _objective(self, enc, content, styles, weights, masks, c, seed):
+    def _objective(self, enc, content, styles, weights, masks, c, seed, regions=None):
         """Build the loss modules for one scale; returns (layers, terms) where terms is a list
-        of (term name, layer or None, weight, module)."""
+        of (term name, layer or None, weight, module). ``regions``: (name, content mask, style
+        mask) triples for the one style (semantic maps or auto-regions), or None."""
         cl = c["content_layers"]
         clw = c["content_layer_weights"] or [1.0] * len(cl)
         sl = c["style_layers"][: c["style_depth"]] if c["style_depth"] else c["style_layers"]
@@ -150,13 +163,15 @@ class Gatys:
         layers = sorted(set(cl) | set(sl) | set(hl) | set(ml), key=LAYER_INDEX.get)
         terms = []
         with torch.no_grad():
-            cf = enc(content, cl)
+            cf = enc(content, layers if regions is not None else cl)
             sfs = [enc(s, sorted(set(sl) | set(hl) | set(ml), key=LAYER_INDEX.get)) for s in styles]
         for layer, w in zip(cl, clw):
             terms.append(("content", layer, w, L.ContentLoss(cf[layer])))
         if c["laplacian_weight"]:  # a pixel term (layer None), 0-255 scale like TV
             terms.append(("laplacian", None, 1.0,
                           L.LaplacianLoss(content * 255.0, c["laplacian_pool"])))
+        if regions is not None:
+            return layers, terms + _region_terms(c, cf, sfs[0], regions, sl, slw, hl, ml, seed)
 
         per_style = c["blend"] == "loss-mix" or masks is not None
         # with masks the masks are the weights (a white mask = that style at full weight there,
@@ -225,12 +240,19 @@ class Gatys:
         styles = [to_tensor(s).to(dev) for s in styles]
         full_hw = tuple(content.shape[-2:])
         masks = load_masks(c["masks"], len(styles), full_hw, dev)
+        regions = _map_regions(c, styles, masks, full_hw, dev)
         color = c["preserve_color"]
         content, styles, content_rgb = preserve_color_inputs(content, styles, color)
 
         layers_all = (c["content_layers"] + c["style_layers"] + c["hist_layers"]
                       + c["mrf_layers"])
         deepest = max(layers_all, key=LAYER_INDEX.get)
+        if c["auto_regions"] is not None:
+            enc = self.encoder(c["pooling"], bf16, max(deepest, R.AUTO_LAYER, key=LAYER_INDEX.get))
+            labels = R.auto_regions(content, styles[0], c["auto_regions"], seed, encoder=enc,
+                                    style_scale=c["style_scale"])
+            regions = [(n, cm.to(dev), sm.to(dev)) for n, cm, sm in
+                       R.label_regions(*labels, full_hw, styles[0].shape[-2:])]
         enc = self.encoder(c["pooling"], bf16, deepest)
 
         sizes = plan_scales(full_hw, c["scales"])
@@ -270,7 +292,7 @@ class Gatys:
             ss = [resize(s, _style_size(s.shape[-2:], hw, c["style_scale"])) for s in styles]
             ms = None if masks is None else [F.interpolate(m, size=hw, mode="bilinear",
                                                            align_corners=False) for m in masks]
-            layers, terms = self._objective(enc, cs, ss, weights, ms, c, seed)
+            layers, terms = self._objective(enc, cs, ss, weights, ms, c, seed, regions)
             tmp = None if temporal is None else (
                 resize(temporal[0], hw), F.interpolate(temporal[1], size=hw, mode="bilinear",
                                                        align_corners=False), temporal[2])
@@ -371,6 +393,114 @@ class Gatys:
             if deadline is not None and clock() >= deadline:
                 break
         return best_x, n, state.get("log", {}), False
+
+
+def _map_regions(c, styles, masks, content_hw, device):
+    """The region triples of the content and style maps, or None; refuses misuse."""
+    given = [k for k in ("content_map", "style_map") if c[k] is not None]
+    auto = c["auto_regions"] is not None
+    if auto or given:
+        what = "auto_regions" if auto else "content_map/style_map"
+        if len(styles) != 1:
+            raise ControlError(f"{what} take(s) exactly one style image, got {len(styles)}")
+        if masks is not None:
+            raise ControlError(f"{what} and masks cannot be combined (the regions are the masks)")
+        if auto and given:
+            raise ControlError("auto_regions and content_map/style_map cannot be combined")
+    if auto or not given:
+        return None
+    if len(given) == 1:
+        missing = ({"content_map", "style_map"} - set(given)).pop()
+        raise ControlError(f"{given[0]} needs {missing} too (a map for each side)")
+    cmap = R.load_map(c["content_map"], content_hw, "content map")
+    smap = R.load_map(c["style_map"], tuple(styles[0].shape[-2:]), "style map")
+    return [(n, cm.to(device), sm.to(device)) for n, cm, sm in R.map_regions(cmap, smap)]
+
+
+def _covered(mask, feat) -> bool:
+    """Whether ``mask`` covers at least one position of ``feat``'s map."""
+    return float(S.resize_mask(mask, feat).sum()) >= 1.0
+
+
+def _region_style_loss(kind, sfeat, smask, cmask):
+    """A style loss whose target is the statistic of the style features over ``smask`` and
+    which compares the output's statistic over ``cmask``; None when the style region holds no
+    feature position of this layer (histogram targets)."""
+    if kind == "gram":
+        return L.GramLoss(target_gram=S.gram(sfeat, smask), mask=cmask)
+    if kind == "meanstd":
+        mod = L.MeanStdLoss(sfeat, mask=cmask)
+        mod.mean, mod.std = (t.detach() for t in L.mean_std(sfeat, smask))
+        return mod
+    if kind == "efdm":
+        return _region_histogram_loss(sfeat, smask, cmask)
+    mod = L.GaussianW2Loss(sfeat, mask=cmask)
+    mean, cov = L.mean_cov(sfeat, smask)
+    mod.mean, mod.cov_sqrt = mean.detach(), L.sqrtm_psd(cov).detach()
+    return mod
+
+
+def _region_histogram_loss(sfeat, smask, cmask):
+    sel = S.resize_mask(smask, sfeat)[0, 0].flatten() > 0.5
+    if not bool(sel.any()):
+        return None
+    mod = L.HistogramLoss(sfeat, mask=cmask)
+    mod.sorted = sfeat[0].flatten(1)[:, sel].detach().sort(-1).values
+    return mod
+
+
+def _region_terms(c, cf, sf, regions, sl, slw, hl, ml, seed):
+    """Style, histogram and MRF terms of one style with regions: each region's output
+    statistics (content-side mask) matched to the style's over its region (style-side mask),
+    weighted by the region's share of the content; MRF with the maps as extra channels."""
+    share = [float(cm.mean()) for _, cm, _ in regions]
+    total = sum(share)
+    terms = []
+    for layer, lw in zip(sl, slw):
+        for (_, cm, sm), a in zip(regions, share):
+            if _covered(cm, cf[layer]) and _covered(sm, sf[layer]):
+                mod = _region_style_loss(c["style_loss"], sf[layer], sm, cm)
+                if mod is not None:
+                    terms.append(("style", layer, lw * a / total, mod))
+    for layer in hl:
+        for (_, cm, sm), a in zip(regions, share):
+            if _covered(cm, cf[layer]):
+                mod = _region_histogram_loss(sf[layer], sm, cm)
+                if mod is not None:
+                    terms.append(("hist", layer, a / total / len(hl), mod))
+    for layer in ml:
+        cmaps = torch.cat([S.resize_mask(cm, cf[layer]) for _, cm, _ in regions], 1)
+        smaps = torch.cat([S.resize_mask(sm, sf[layer]) for _, _, sm in regions], 1)
+        terms.append(("mrf", layer, 1.0 / len(ml),
+                      MapMRFLoss(sf[layer], smaps, cmaps, c["map_weight"], seed=seed)))
+    return terms
+
+
+class MapMRFLoss(nn.Module):
+    """The MRF loss (Li & Wand 2016) with region maps as extra channels (Champandard 2016):
+    the style patches and the output's patches carry their side's maps (one channel per
+    region, scaled to ``weight`` x the style features' RMS), so the nearest-patch search
+    prefers patches of the corresponding region; the loss compares the feature channels."""
+
+    def __init__(self, style_feat, style_maps, content_maps, weight, *, size=3, seed=0):
+        super().__init__()
+        scale = float(weight) * float(S.rms(style_feat.float()).flatten()[0])
+        target = torch.cat([style_feat, scale * style_maps.to(style_feat.dtype)], 1)
+        self.mrf = L.MRFLoss(target, size=size, seed=seed)
+        self.size = size
+        self.register_buffer("maps", (scale * content_maps).detach())
+
+    def forward(self, feat):
+        n, c = feat.shape[:2]
+        s = self.size
+        x = torch.cat([feat, self.maps.to(feat.dtype).expand(n, -1, -1, -1)], 1)
+        patches = self.mrf.patches
+        kernels = patches / patches.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        kernels = kernels.reshape(-1, x.shape[1], s, s).to(feat.dtype)
+        with torch.no_grad():
+            nn_idx = F.conv2d(x.detach(), kernels).argmax(1).flatten(1)
+        target = patches[:, : c * s * s].to(feat.dtype)[nn_idx]
+        return ((L.extract_patches(feat, s) - target) ** 2).mean()
 
 
 def _style_loss(kind, feat, mask=None):

@@ -29,14 +29,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.regions import kmeans
 from ..core.protocol import MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Control
 from ..core.stats import wct
 from ..errors import ControlError
 from .wct import LEVELS, WCT
 
 MAX_CLUSTERS = 64
-KMEANS_ITERS = 10
-KMEANS_SEED = 0
 
 CLUSTERS = Control("clusters", "int", 3,
                    "number of sub-styles the style's features are clustered into (mst)",
@@ -44,46 +43,6 @@ CLUSTERS = Control("clusters", "int", 3,
 SMOOTHNESS = Control("smoothness", "float", 0.05,
                      "Potts weight of the sub-style labelling: 0 = each position takes its "
                      "nearest sub-style, larger = larger regions per sub-style (mst)", low=0.0)
-
-
-def _sqdist(x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances (N, K) of rows of ``x`` (N, D) to ``centres`` (K, D)."""
-    return ((x * x).sum(1, keepdim=True) - 2 * x @ centres.T
-            + (centres * centres).sum(1)[None]).clamp_min(0)
-
-
-def kmeans(x: torch.Tensor, k: int, iters: int = KMEANS_ITERS,
-           seed: int = KMEANS_SEED) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means of the rows of ``x`` (N, D) from a k-means++ start, in float64.
-
-    Returns (centres (K', D), labels (N,)) with K' <= k: clusters left empty (duplicate
-    points) are dropped and the labels renumbered 0..K'-1. Deterministic for a given seed."""
-    x = x.double()
-    n = x.shape[0]
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    centres = x[torch.randint(n, (1,), generator=g, device=x.device)]
-    d2 = _sqdist(x, centres)[:, 0]
-    for _ in range(1, k):
-        total = d2.sum()
-        if total > 0:
-            i = torch.multinomial(d2 / total, 1, generator=g)
-        else:
-            i = torch.randint(n, (1,), generator=g, device=x.device)
-        centres = torch.cat([centres, x[i]])
-        d2 = torch.minimum(d2, _sqdist(x, x[i])[:, 0])
-    labels = _sqdist(x, centres).argmin(1)
-    for _ in range(iters):
-        sums = torch.zeros_like(centres).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=k)
-        new = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
-        new_labels = _sqdist(x, new).argmin(1)
-        converged = torch.equal(new_labels, labels)
-        centres, labels = new, new_labels
-        if converged:
-            break
-    used = torch.bincount(labels, minlength=k) > 0
-    remap = torch.cumsum(used, 0) - 1
-    return centres[used], remap[labels]
 
 
 def cosine_cost(feat: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
