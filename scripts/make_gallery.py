@@ -11,7 +11,8 @@ plus ``CREDITS.md`` naming, for every image, the photo and the painting(s) it wa
 
 Only the public interfaces are used: ``brushwork.stylize`` for images and the
 ``brushwork video`` command for the frame strip. A few minutes on one CPU thread (3-8 depending
-on the CPU); the three Gatys images take almost all of it, every other image a few seconds.
+on the CPU); the three Gatys images take most of it, analogy up to a minute, every
+other image a few seconds.
 ``--only NAME,...`` remakes some images (CREDITS.md is always rewritten whole).
 """
 from __future__ import annotations
@@ -49,6 +50,7 @@ KANDINSKY = "classic_styles/composition_vii_kandinsky_1913.jpg"
 SCREAM = "classic_styles/the_scream_munch_1893.jpg"
 MONDRIAN = "classic_styles/mondrian_cubist_composition_c1913.jpg"
 MONET_DUSK = "styles/claude_monet/monet_san_giorgio_maggiore_at_dusk.jpg"
+TE_FARE = "styles/paul_gauguin/gauguin_te_fare_la_maison_1892.jpg"
 
 GATYS = dict(steps=100)
 ASMA_ARTISTS = ["claude_monet", "vincent_van_gogh", "paul_cezanne", "paul_gauguin",
@@ -76,6 +78,10 @@ JOBS = [
     ("linear.jpg", "arbitrary", "linear", "linear", MACHU, [KANDINSKY], {}, {}),
     ("sanet.jpg", "arbitrary", "sanet", "sanet", MACHU, [KANDINSKY], {}, {}),
     ("styleswap.jpg", "arbitrary", "styleswap", "styleswap", MACHU, [KANDINSKY], {}, {}),
+    ("efdm.jpg", "feature-space", "efdm", "efdm", MACHU, [KANDINSKY], {}, {}),
+    ("mst.jpg", "feature-space", "mst", "mst", MACHU, [KANDINSKY], {}, {}),
+    # analogy matches the photo to the painting region by region: a house among trees
+    ("analogy.jpg", "feature-space", "analogy", "analogy", BARN, [TE_FARE], {}, {}),
     ("johnson.jpg", "per-style", "johnson (Starry Night net)", "johnson", OPERA, [], {}, {}),
     ("cin_scream.jpg", "per-style", "cin `--style-id the_scream`", "cin", OPERA, [],
      dict(style_id="the_scream"), {}),
