@@ -6,7 +6,7 @@
   upsampling, a ``width`` multiplier for tiny test configs), :class:`SmallEncoder` (a thin
   VGG-shaped encoder for collaborative distillation), :class:`SAModule` / :class:`SATransform`
   (SANet, Park & Lee 2019), :class:`LinearTransform` (LST, Li et al. 2019)
-* multi-style (issue 4): :class:`ConditionalInstanceNorm2d` (Dumoulin et al. 2017),
+* multi-style: :class:`ConditionalInstanceNorm2d` (Dumoulin et al. 2017),
   :class:`ConditionalResBlock`, :class:`AnisotropicStrokeModule` and
   :class:`ProjectionDiscriminator` (ASMA-GAN), :func:`hinge_d_loss`, :func:`hinge_g_loss`
 """
@@ -278,7 +278,7 @@ class LinearTransform(nn.Module):
         return self.apply(content, *self.matrix(style))
 
 
-# ------------------------------------------------------------ multi-style blocks (issue 4)
+# -------------------------------------------------------------------- multi-style blocks
 # Conditional instance norm (Dumoulin et al. 2017), the conditional ResBlock and the
 # anisotropic stroke module of ASMA-GAN, and a multi-scale projection discriminator.
 

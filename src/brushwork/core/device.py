@@ -13,7 +13,7 @@ NHWC = torch.channels_last  # memory format of frozen feed-forward nets at infer
 
 def pick_device(name: str | torch.device | None = None) -> torch.device:
     """``name`` if given ('cpu', 'cuda', 'cuda:1'), else CUDA when available, else CPU.
-    Raises BrushworkError for an unknown device or one this machine does not have."""
+    Raises BrushworkError for an unknown device or one that is not present."""
     if isinstance(name, torch.device):
         name = str(name)
     if name in (None, "", "auto"):

@@ -23,7 +23,7 @@ Our additions (not in the paper):
 * **Training within CPU means** (preset ``cpu``; each also a flag): ``--warmup N`` first trains
   the generator as an auto-encoder (L1 reconstruction) for N steps; ``--style-weight W`` adds a
   VGG mean/std loss (relu1_1..relu4_1) between G(x, y) and the statistics of artist y's most
-  typical painting (``--style-target typical``, the cpu preset since session 6; the average of
+  typical painting (``--style-target typical``, the cpu preset's choice; the average of
   all their paintings, ``artist``, is a washed-out palette that matches none of them) or the
   batch's painting of y (``painting``), a dense signal long before the discriminator is
   informative; ``--decoder-norm film`` conditions the decoder on the
