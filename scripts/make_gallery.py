@@ -35,6 +35,7 @@ import brushwork  # noqa: E402
 # Photos. "skimage:NAME" is a photo that ships with scikit-image (no data folder needed).
 LAKE = "content/budgie_lake_sherburne.jpg"
 BARN = "content/kodim22.jpg"
+TOWN = "content/kodim08.jpg"
 OPERA = "content/landmark_sydney-opera-house.jpg"
 MACHU = "content/landmark_machu-picchu.jpg"
 CAT = "skimage:chelsea"
@@ -50,6 +51,7 @@ KANDINSKY = "classic_styles/composition_vii_kandinsky_1913.jpg"
 SCREAM = "classic_styles/the_scream_munch_1893.jpg"
 MONDRIAN = "classic_styles/mondrian_cubist_composition_c1913.jpg"
 MONET_DUSK = "styles/claude_monet/monet_san_giorgio_maggiore_at_dusk.jpg"
+AUVERS = "styles/paul_cezanne/aic_14556_auvers_panoramic_view.jpg"
 TE_FARE = "styles/paul_gauguin/gauguin_te_fare_la_maison_1892.jpg"
 
 GATYS = dict(steps=100)
@@ -95,6 +97,21 @@ JOBS = [
     (f"asma_{a}.jpg", "asma", f"asma `--artist {a}`", "asma", LAKE, [], dict(artist=a), {})
     for a in ASMA_ARTISTS
 ]
+
+# Side by side (file, family, caption, content, style, [controls of each tile]): the same
+# photo and painting with and without one gatys control, same seed, size and steps.
+PAIRS = [
+    ("gatys_auto_regions.jpg", "optimisation", "gatys, plain (left) and `--auto-regions 3`"
+     " (right)", LAKE, AUVERS, [GATYS, dict(GATYS, auto_regions=3)]),
+    ("gatys_laplacian.jpg", "optimisation", "gatys `--style-weight 3000`, plain (left) and"
+     " `--laplacian-weight 1e4 --laplacian-pool 4,16` (right)", TOWN, STARRY,
+     [dict(GATYS, style_weight=3e3),
+      dict(GATYS, style_weight=3e3, laplacian_weight=1e4, laplacian_pool=[4, 16])]),
+]
+# The regions `--auto-regions K` finds for a photo and a painting, drawn over each.
+REGION_MAPS = ("auto_regions_maps.jpg", "optimisation", "the 3 regions `--auto-regions 3` finds"
+               " (photo left, painting right; same colour = corresponding regions)", LAKE,
+               AUVERS, 3)
 
 VIDEO = ("video_strip.jpg", "video", "wct video, `--consistency flow`: frames 1, 4, 7, 10 of a"
          " pan across the photo", "wct", MACHU, [STARRY])
@@ -187,6 +204,36 @@ def video_strip(data: Path, out: Path, size: int, quality: int, seed: int) -> fl
     return time.perf_counter() - t0
 
 
+def side_by_side(tiles: list[Image.Image], gap: int = 4) -> Image.Image:
+    """Tiles in a row, top-aligned on white, ``gap`` px apart."""
+    out = Image.new("RGB", (sum(t.width for t in tiles) + gap * (len(tiles) - 1),
+                            max(t.height for t in tiles)), "white")
+    x = 0
+    for t in tiles:
+        out.paste(t.convert("RGB"), (x, 0))
+        x += t.width + gap
+    return out
+
+
+def region_maps_image(data: Path, out: Path, size: int, quality: int, seed: int) -> float:
+    """The regions of ``brushwork.core.regions.auto_regions`` for REGION_MAPS' photo and
+    painting (the photo at ``size`` px as gatys sees it), colour-coded with ``region_maps`` and
+    drawn over each image, side by side (both ``size`` px high at most)."""
+    from brushwork.core.regions import auto_regions, region_maps
+    name, _, _, content, style, k = REGION_MAPS
+    t0 = time.perf_counter()
+    photo, painting = load(content, data), load(style, data)
+    photo.thumbnail((size, size), Image.LANCZOS)
+    cl, sl = auto_regions(photo, painting, k=k, seed=seed)
+    cmap, smap = region_maps(cl, sl, content_size=photo.size[::-1],
+                             style_size=painting.size[::-1])
+    tiles = [Image.blend(img, m, 0.55) for img, m in ((photo, cmap), (painting, smap))]
+    h = min(size, *(t.height for t in tiles))
+    tiles = [t.resize((round(t.width * h / t.height), h), Image.LANCZOS) for t in tiles]
+    save_jpeg(side_by_side(tiles), out / name, 4 * size, quality)
+    return time.perf_counter() - t0
+
+
 def write_credits(out: Path, rows: list[tuple], manifest: dict[str, dict]) -> None:
     lines = [
         "# Gallery credits",
@@ -270,6 +317,23 @@ def main() -> None:
                                 **controls)
         save_jpeg(img, args.out / name, args.size, args.quality)
         print(f"{name:24s} {method:9s} {time.perf_counter() - t:6.1f} s", flush=True)
+    for name, family, caption, content, style, tiles in PAIRS:
+        credits.append((name, caption, content, [style], ""))
+        if only and name not in only:
+            continue
+        t = time.perf_counter()
+        imgs = []
+        for controls in tiles:
+            imgs.append(brushwork.stylize(load(content, args.data), [load(style, args.data)],
+                                          method="gatys", size=args.size, seed=args.seed,
+                                          **controls))
+        save_jpeg(side_by_side(imgs), args.out / name, 4 * args.size, args.quality)
+        print(f"{name:24s} {'gatys':9s} {time.perf_counter() - t:6.1f} s", flush=True)
+    name, family, caption, content, style, k = REGION_MAPS
+    credits.append((name, caption, content, [style], ""))
+    if not only or name in only:
+        dt = region_maps_image(args.data, args.out, args.size, args.quality, args.seed)
+        print(f"{name:24s} {'regions':9s} {dt:6.1f} s", flush=True)
     if not args.no_video:
         name, family, caption, method, content, styles = VIDEO
         credits.append((name, caption, content, styles, ""))
