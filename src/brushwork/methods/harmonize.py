@@ -50,8 +50,8 @@ MAX_STYLE_PATCHES = 16384
 """Painting patches a mapping searches at most (a seeded subset beyond that)."""
 FEATHER = 4
 """Pixels of the dilation band's outer edge over which the result fades into the painting."""
-DEFAULTS = dict(steps=100, size=384, dilate=16, style_weight=10.0, hist_weight=1.0,
-                content_weight=1.0, tv_weight=10.0)
+DEFAULTS = dict(steps=30, size=384, dilate=16, style_weight=5.0, hist_weight=1.0,
+                content_weight=3.0, tv_weight=10.0)
 
 
 # ------------------------------------------------------------------------------- masks
