@@ -152,9 +152,9 @@ def check_names(value, what: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------ output paths
-def check_output_file(path, what: str = "output", *, error: type = BrushworkError) -> Path:
-    """A file path that can be written: its folder exists, is a folder and is writable, and
-    the path is not a folder. Raises ``error`` (a BrushworkError subclass)."""
+def check_output_parent(path, what: str = "output", *, error: type = BrushworkError) -> Path:
+    """The folder ``path`` would be written in exists, is a folder and is writable (the path
+    itself may be a new file or folder). Raises ``error`` (a BrushworkError subclass)."""
     path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.exists():
@@ -163,6 +163,13 @@ def check_output_file(path, what: str = "output", *, error: type = BrushworkErro
         raise error(f"{path}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise error(f"{path}: {what} directory {parent} is not writable")
+    return path
+
+
+def check_output_file(path, what: str = "output", *, error: type = BrushworkError) -> Path:
+    """A file path that can be written: :func:`check_output_parent`, and the path is not a
+    folder."""
+    path = check_output_parent(path, what, error=error)
     if path.is_dir():
         raise error(f"{path}: is a directory")
     return path

@@ -265,11 +265,7 @@ def output_kind(path) -> str:
 
 def check_parent(path: Path) -> None:
     """The output's folder exists and is writable (the output itself may be a folder)."""
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise VideoError(f"{path}: output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise VideoError(f"{path}: output directory {parent} is not writable")
+    validate.check_output_parent(path, error=VideoError)
 
 
 def check_output(path, inputs=()) -> Path:
