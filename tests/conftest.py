@@ -49,3 +49,21 @@ def save_png(t, path):
     a = (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     Image.fromarray(a).save(path)
     return path
+
+
+def make_photo(path, seed, size=(40, 32)):
+    """A small seeded 'photo' (gradients plus noise) saved at ``path``; returns the path."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    a = np.stack([x * 5 + seed * 20, y * 6, (x + y) * 3], -1) + rng.integers(0, 40, (*x.shape, 3))
+    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def photo_folder(root, n, name="photos"):
+    """A folder of ``n`` photos p0.png ... and a 48 px style image beside it: (folder, style)."""
+    d = root / name
+    d.mkdir()
+    for i in range(n):
+        make_photo(d / f"p{i}.png", i)
+    return d, make_photo(root / "style.png", 9, (48, 48))

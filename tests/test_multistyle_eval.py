@@ -88,7 +88,8 @@ def test_style_accuracy_with_asma_labels_and_sheet(setup, tmp_path):
                  str(tmp_path / "sheet.png"), "--size", "32"]) == 0
     assert (tmp_path / "sheet.png").exists()
     assert main(["eval", "style-accuracy", "--methods", "asma", "--weights", f"asma={out}",
-                 "--classifier", str(root / "clf.safetensors"), "--styles", str(root / "artists"),
+                 "--classifier", str(root / "clf.safetensors"), "--judge", "vgg",
+                 "--styles", str(root / "artists"),
                  "--content", str(root / "content"), "--n-content", "1", "--size", "32", "-q",
                  "--json", str(tmp_path / "acc.json")]) == 0
     assert "overall" in (tmp_path / "acc.json").read_text()

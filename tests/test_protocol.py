@@ -94,7 +94,7 @@ def _png(path, size=(20, 16), seed=0, gray=None):
 
 # a valid value for each control, for a run at 16-20 px (controls without one use the default)
 VALUES = {
-    "content_layer_weights": "1", "style_layer_weights": "1,1,1,1,1", "style_depth": "2",
+    "content_layer_weights": "1", "tile_steps": "1", "style_layer_weights": "1,1,1,1,1", "style_depth": "2",
     "lr": "0.5", "scales": "1", "time_budget": "30", "steps": "1", "levels": "2,1",
     "style_id": "1", "artist": "1", "stroke": "1.5", "init": "noise", "optimizer": "adam",
     "strength": "0.5", "style_scale": "1.5", "preserve_color": "luminance",

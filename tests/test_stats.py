@@ -137,6 +137,15 @@ def test_gram_of_a_known_tensor():
     assert torch.allclose(S.second_moment(f.flatten(2))[0], torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 2)
 
 
+def test_sqrt_gram_of_a_known_tensor():
+    f = torch.tensor([[1.0, 2.0], [-3.0, 4.0]]).reshape(1, 2, 1, 2)  # C = 2, HW = 2
+    # F F^T / HW = [[1 + 4, -3 + 8], [-3 + 8, 9 + 16]] / 2 = [[2.5, 2.5], [2.5, 12.5]]
+    expected = torch.tensor([[2.5, 2.5], [2.5, 12.5]]).sqrt()
+    assert torch.allclose(S.sqrt_gram(f)[0], expected)
+    g = torch.tensor([[1.0, 0.0], [-1.0, 0.0]]).reshape(1, 2, 1, 2)  # F F^T / HW = [[.5, -.5], [-.5, .5]]
+    assert torch.allclose(S.sqrt_gram(g)[0], torch.tensor([[1.0, -1.0], [-1.0, 1.0]]) * 0.5 ** 0.5)
+
+
 def test_gram_with_a_full_mask_and_a_half_mask():
     f = torch.randn(2, 4, 6, 6, generator=_rng(9))
     assert torch.allclose(S.gram(f, torch.ones(1, 1, 6, 6)), S.gram(f), atol=1e-6)

@@ -41,11 +41,21 @@ def stylize_tensors(content: torch.Tensor, styles: list[torch.Tensor], method: s
                     style_weights=None, size: int | None = None, seed: int | None = 0,
                     device: str = "cpu", method_options: dict | None = None,
                     controls: dict | None = None,
-                    callback: Callable[[Progress], None] | None = None) -> torch.Tensor:
+                    callback: Callable[[Progress], None] | None = None,
+                    tile: int | str | None = None,
+                    max_memory: int | str | None = None) -> torch.Tensor:
     """Checked stylisation of (1, 3, H, W) tensors: ``size`` is the output's long side (None or
-    0 keeps the content's size). Returns a (1, 3, H, W) tensor in [0, 1]."""
+    0 keeps the content's size). Returns a (1, 3, H, W) tensor in [0, 1].
+
+    ``tile``: None (the method tiles only when the whole image does not fit ``max_memory``),
+    "auto" (tiles of the memory planner's size) or a tile side in pixels; ``max_memory``: the
+    memory budget in bytes or as "4G"/"512M" (None: a share of the available memory). A method
+    that cannot tile refuses a ``tile`` with ControlError; a budget no tile fits is a
+    ResourceError."""
     size = validate.check_size(size)
     seed = validate.check_seed(seed)
+    tile = validate.check_tile(tile)
+    max_memory = validate.check_max_memory(max_memory)
     validate.check_image_tensor(content, "the content image")
     if not isinstance(styles, (list, tuple)):
         raise ControlError(f"styles must be a list of image tensors, got {type(styles).__name__}")
@@ -53,17 +63,25 @@ def stylize_tensors(content: torch.Tensor, styles: list[torch.Tensor], method: s
         validate.check_image_size(validate.check_image_tensor(s, f"style image {i + 1}"),
                                   f"style image {i + 1}")
     stylizer = _stylizer(method, device, method_options)
+    tiles = {}
+    if getattr(type(stylizer), "supports_tiling", False):
+        tiles = {"tile": tile, "max_memory": max_memory}
+    elif tile is not None or max_memory is not None:
+        flag = "tile" if tile is not None else "max_memory"
+        raise ControlError(f"method {method!r} cannot work tile by tile (it takes no {flag}); "
+                           f"use a smaller size")
     content = validate.check_image_size(resize_long_side(content, size), "the content image")
     h, w = content.shape[-2:]
     with validate.memory_guard(lambda: f"stylising {w}x{h} pixels with {method}"):
         return stylizer.stylize(content, styles, style_weights=style_weights, controls=controls,
-                                seed=seed, callback=callback)
+                                seed=seed, callback=callback, **tiles)
 
 
 def stylize(content, style_or_styles=None, method: str = "gatys", *,
             style_weights=None, size: int | None = 512, seed: int | None = 0,
             callback: Callable[[Progress], None] | None = None, device: str = "cpu",
             max_pixels: int | None = None, method_options: dict | None = None,
+            tile: int | str | None = None, max_memory: int | str | None = None,
             **controls) -> Image.Image:
     """Stylise ``content`` with one or several styles and return a PIL image.
 
@@ -72,6 +90,7 @@ def stylize(content, style_or_styles=None, method: str = "gatys", *,
     keeps the content's size). ``controls`` are the method's controls (see
     ``brushwork methods``); one it does not support raises ControlError. Methods with built-in
     styles (johnson, cin, asma) take no style images.
+    ``tile`` and ``max_memory``: as for :func:`stylize_tensors` (large images tile by tile).
     """
     if style_or_styles is None:
         styles = []
@@ -84,5 +103,5 @@ def stylize(content, style_or_styles=None, method: str = "gatys", *,
     s = [to_tensor(x, max_pixels=max_pixels) for x in styles]
     out = stylize_tensors(c, s, method, style_weights=style_weights, size=size, seed=seed,
                           device=device, method_options=method_options, controls=controls,
-                          callback=callback)
+                          callback=callback, tile=tile, max_memory=max_memory)
     return to_pil(out)

@@ -12,6 +12,7 @@ import sys
 from .. import __version__
 from ..errors import BrushworkError
 from . import eval as eval_cmd, harmonize, stylize, train, video
+from . import serve
 from .common import EXIT_USAGE, Parser
 
 
@@ -25,6 +26,7 @@ def build_parser() -> Parser:
     eval_cmd.add_parsers(sub, Parser)
     train.add_parser(sub, Parser)
     harmonize.add_parser(sub)
+    serve.add_parser(sub)
     return p
 
 
@@ -45,6 +47,9 @@ def main(argv=None) -> int:
     if not getattr(args, "command", None) or not hasattr(args, "func"):
         parser.print_help()
         return EXIT_USAGE
+    if hasattr(args, "argv"):  # the command's own arguments, for commands that reparse them
+        full = list(sys.argv[1:] if argv is None else argv)
+        args.argv = full[full.index(args.command) + 1:]
     old = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGHUP):

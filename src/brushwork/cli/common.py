@@ -26,11 +26,12 @@ class ProgressBar:
     where they are."""
 
     def __init__(self, enabled: bool, unit: str = "step", tty: bool = True,
-                 every: float = 30.0):
+                 every: float = 30.0, position: int = 0):
         self.enabled = enabled
         self.unit = unit
         self.tty = tty
         self.every = every
+        self.position = position
         self.bar = None
         self._last = None
 
@@ -42,10 +43,10 @@ class ProgressBar:
         from tqdm import tqdm
         if self.bar is None:
             self.bar = tqdm(total=ev.total or None, unit=self.unit, dynamic_ncols=True,
-                            leave=False, file=sys.stderr)
+                            leave=False, file=sys.stderr, position=self.position)
         if ev.total and self.bar.total != ev.total:
             self.bar.total = ev.total
-        if ev.kind in ("step", "train", "frame"):
+        if ev.kind in ("step", "train", "frame", "file"):
             self.bar.n = ev.step
             post = {k: f"{v:.3g}" for k, v in list(ev.losses.items())[:5]}
             if ev.n_scales > 1:
@@ -56,7 +57,7 @@ class ProgressBar:
             self.bar.set_description(f"{ev.size[1]}x{ev.size[0]}")
 
     def _line(self, ev):
-        if ev.kind not in ("step", "train", "frame"):
+        if ev.kind not in ("step", "train", "frame", "file"):
             return
         now = time.monotonic()
         last = ev.total and ev.step >= ev.total
@@ -89,6 +90,35 @@ def _hms(seconds: float) -> str:
 def with_progress(args, unit: str, fn):
     """``fn(bar)`` with a progress bar (drawn on a terminal unless --quiet), closed afterwards."""
     bar = ProgressBar(enabled=not args.quiet, unit=unit, tty=sys.stderr.isatty())
+    try:
+        return fn(bar)
+    finally:
+        bar.close()
+
+
+class FileProgress:
+    """A batch's progress: a bar over files and, for iterative methods, one over the steps of
+    the file being stylised."""
+
+    def __init__(self, enabled: bool, tty: bool):
+        self.files = ProgressBar(enabled, "file", tty)
+        self.steps = ProgressBar(enabled and tty, "step", tty, position=1)
+
+    def __call__(self, ev):
+        if ev.kind == "file":
+            self.steps.close()
+            self.files(ev)
+        elif ev.kind == "step":
+            self.steps(ev)
+
+    def close(self):
+        self.steps.close()
+        self.files.close()
+
+
+def with_file_progress(args, total: int, fn):
+    """``fn(callback)`` with a :class:`FileProgress` (unless --quiet), closed afterwards."""
+    bar = FileProgress(enabled=not args.quiet and total > 0, tty=sys.stderr.isatty())
     try:
         return fn(bar)
     finally:

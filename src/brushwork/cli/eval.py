@@ -12,7 +12,7 @@ def add_parsers(sub, Parser) -> None:
     sh.set_defaults(func=cmd_sheet)
     ev = sub.add_parser("eval", help="evaluations (style-accuracy, video)")
     esub = ev.add_subparsers(dest="evaluation", metavar="NAME", parser_class=Parser)
-    sa = esub.add_parser("style-accuracy", help="share of results an artist classifier assigns "
+    sa = esub.add_parser("style-accuracy", help="share of results an artist judge assigns "
                          "to the target artist")
     _add_style_accuracy_arguments(sa)
     sa.add_argument("-q", "--quiet", action="store_true")
@@ -24,9 +24,16 @@ def _add_style_accuracy_arguments(p) -> None:
     p.add_argument("--methods", type=validate.names_arg, default="asma,gatys,adain",
                    help="comma-separated methods to judge (label-driven or painting-driven)")
     p.add_argument("--styles", required=True, help="folder of artist sub-folders (the paintings "
-                   "that drive painting-driven methods: the classifier's held-out ones)")
+                   "that drive painting-driven methods: those every judge held out)")
     p.add_argument("--content", required=True, help="folder of content photos")
-    p.add_argument("--classifier", default=None, help="artist classifier (default: shipped)")
+    p.add_argument("--judge", choices=("vgg", "texture", "both"), default="both",
+                   help="who judges: texture (hand-made texture features, the target "
+                        "judge), vgg (VGG19-statistics classifier) or both, side by side "
+                        "(default)")
+    p.add_argument("--classifier", default=None,
+                   help="VGG artist classifier for --judge vgg (default: shipped)")
+    p.add_argument("--texture-judge", default=None,
+                   help="texture judge for --judge texture (default: shipped)")
     p.add_argument("--artists", type=validate.names_arg, default=None,
                    help="comma-separated subset of the artists")
     p.add_argument("--n-content", type=validate.positive_int_arg, default=10,

@@ -45,6 +45,9 @@ def _add_video_arguments(p) -> None:
     p.add_argument("--fps", type=validate.float_arg(0.0, 1000.0, low_open=True), default=None,
                    help="frame rate when IN is a folder of frames (default 25)")
     p.add_argument("--no-audio", action="store_true", help="drop the audio track")
+    p.add_argument("--threads", type=validate.int_arg(1, 256, "--threads"), default=None,
+                   help="threads for the model (default: one per core); frames are decoded "
+                        "and encoded in two more threads beside it")
 
 
 def add_eval_parser(esub) -> None:
@@ -59,6 +62,10 @@ def add_eval_parser(esub) -> None:
 
 def cmd_video(args) -> int:
     from ..video.pipeline import run
+
+    if getattr(args, "threads", None):
+        import torch
+        torch.set_num_threads(args.threads)
 
     out = with_progress(args, "frame", lambda bar: run(args, collect_controls(args), bar))
     if not args.quiet:

@@ -1,11 +1,20 @@
 """Image I/O: robust loading to float tensors, resizing, atomic saving.
 
 Tensors are ``(1, 3, H, W)`` float32 RGB in [0, 1] unless said otherwise.
+
+What a print needs kept: :func:`load_image_info` returns the image with an :class:`ImageInfo`
+(alpha channel, ICC profile, EXIF, bit depth) and :func:`save_image` writes them back: RGBA
+out for RGBA/LA in, 16-bit PNG/TIFF (``bit_depth=16``), the ICC profile and the EXIF (with the
+orientation already applied to the pixels and its tag reset to 1).
 """
 from __future__ import annotations
 
 import os
+import struct
+import sys
 import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -226,14 +235,15 @@ def to_tensor(image, *, max_pixels: int | None = None) -> torch.Tensor:
 
 
 def load_image(path, size: int | None = None, *, max_pixels: int | None = None) -> torch.Tensor:
-    """Read an image file as (1, 3, H, W) float32 RGB in [0, 1]; optionally resize its long side."""
-    max_pixels = max_pixels_default() if max_pixels is None else max_pixels
-    path = Path(path)
-    im = _open_checked(path, max_pixels)
-    try:
-        t = _decode(im, path)
-    finally:
-        im.close()
+    """Read an image file as (1, 3, H, W) float32 RGB in [0, 1]; optionally resize its long side.
+
+    EXIF orientation is applied; 16-bit PNG/TIFF decode at full precision; an alpha channel is
+    composited on white (:func:`load_image_info` keeps it instead)."""
+    d = _read_file(path, max_pixels)
+    t = _to_nchw(d.rgb)
+    if d.alpha is not None:
+        a = _to_nchw(d.alpha)
+        t = (t * a + (1.0 - a)).clamp_(0, 1)
     return resize_long_side(t, size)
 
 
@@ -286,27 +296,470 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(a.astype(np.uint8), "RGB")
 
 
-def check_output_path(path, *, inputs=()) -> Path:
+# ------------------------------------------------------------- reading with what a print keeps
+@dataclass
+class ImageInfo:
+    """What an image file carries besides its colours, for :func:`save_image` to write back.
+
+    ``alpha``: (1, 1, H, W) float in [0, 1] at the upright size, or None (no alpha channel).
+    ``icc_profile``: the embedded RGB ICC profile's bytes, or None (grey and CMYK profiles are
+    dropped: the pixels are RGB by then). ``exif``: the EXIF block (``Exif\\0\\0`` + TIFF
+    structure) with the Orientation tag reset to 1 (the pixels are upright), or None.
+    ``bit_depth``: 8 or 16 bits per channel in the file. ``mode``: the file's channels as a
+    PIL mode name ("RGB", "RGBA", "LA", "L", "I;16", ...)."""
+    alpha: torch.Tensor | None = None
+    icc_profile: bytes | None = None
+    exif: bytes | None = None
+    bit_depth: int = 8
+    mode: str = "RGB"
+
+    @property
+    def transparent(self) -> bool:
+        """Whether some pixel is not fully opaque."""
+        return self.alpha is not None and bool((self.alpha < 1).any())
+
+
+@dataclass
+class _Decoded:
+    rgb: np.ndarray            # H x W x 3 float32 in [0, 1], upright
+    alpha: np.ndarray | None   # H x W float32 in [0, 1], upright
+    icc_profile: bytes | None
+    exif: bytes | None
+    bit_depth: int
+    mode: str
+
+
+def load_image_info(path, *, max_pixels: int | None = None) -> tuple[torch.Tensor, ImageInfo]:
+    """Read an image file as a (1, 3, H, W) float32 tensor and its :class:`ImageInfo`.
+
+    The same checks as :func:`load_image` (missing, corrupt, truncated, too many pixels) and the
+    same decoding (EXIF orientation applied, 16-bit at full precision). Where the image has an
+    alpha channel, the tensor's transparent pixels are filled from the opaque ones
+    (:func:`fill_transparent`): that fill is what a method sees there, so only the opaque
+    pixels drive colour and style statistics. A fully transparent image is an ImageError."""
+    d = _read_file(path, max_pixels)
+    rgb = _to_nchw(d.rgb)
+    alpha = None
+    if d.alpha is not None:
+        alpha = _to_nchw(d.alpha)
+        if not bool((alpha > 0).any()):
+            raise ImageError(f"{path}: the image is fully transparent (no opaque pixel to "
+                             f"stylise or take a style from)")
+        rgb = fill_transparent(rgb, alpha)
+    return rgb, ImageInfo(alpha=alpha, icc_profile=d.icc_profile, exif=d.exif,
+                          bit_depth=d.bit_depth, mode=d.mode)
+
+
+def _to_nchw(a: np.ndarray) -> torch.Tensor:
+    """H x W (x C) float32 array -> (1, C, H, W) tensor."""
+    if a.ndim == 2:
+        a = a[..., None]
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1) \
+        .unsqueeze(0).contiguous()
+
+
+def _read_file(path, max_pixels: int | None) -> _Decoded:
+    """Open (with the file checks), decode and orient an image file."""
+    max_pixels = max_pixels_default() if max_pixels is None else max_pixels
+    path = Path(path)
+    im = _open_checked(path, max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                colour, alpha, depth, mode = _pixels(im, path, max_pixels)
+            except (OSError, SyntaxError, ValueError, struct.error, zlib.error) as e:
+                raise ImageError(f"{path}: corrupt or truncated image ({e})") from None
+            orientation, exif = _exif_of(im)
+            icc = _rgb_profile(im.info.get("icc_profile"))
+    finally:
+        im.close()
+    colour, alpha = _orient(colour, orientation), _orient(alpha, orientation)
+    return _Decoded(np.ascontiguousarray(colour), None if alpha is None else
+                    np.ascontiguousarray(alpha), icc, exif, depth, mode)
+
+
+def _tile_rawmode(tile) -> str:
+    args = tile.args if hasattr(tile, "args") else tile[3]
+    return args if isinstance(args, str) else (args[0] if args else "")
+
+
+def _with_rawmode(tile, rawmode: str):
+    args = tile.args if hasattr(tile, "args") else tile[3]
+    args = rawmode if isinstance(args, str) else (rawmode, *args[1:])
+    return tile._replace(args=args) if hasattr(tile, "_replace") else (*tile[:3], args)
+
+
+_NATIVE = "L" if sys.byteorder == "little" else "B"
+_SWAP = {"B": "L", "L": "B", "N": "B" if _NATIVE == "L" else "L"}
+_WIDE_COLOUR = ("RGB", "RGBA", "RGBX")  # 16-bit colour rawmodes PIL narrows to 8 bits
+
+
+def _pixels(im: Image.Image, path: Path, max_pixels: int):
+    """(colour, alpha, bit depth, mode) of an opened image, not yet oriented: colour H x W x 3
+    float32 in [0, 1], alpha H x W float32 or None.
+
+    PIL decodes 16-bit colour (48/64-bit PNG and TIFF) to 8 bits per channel: its unpackers keep
+    the high byte of each sample. The file is decoded a second time with the byte order of the
+    rawmode swapped, which yields the low bytes; together they are the full 16-bit samples.
+    16-bit grey + alpha PNG (rawmode LA;16B) is decoded as 8-bit RGBA, whose four bytes are the
+    two samples' high and low bytes."""
+    tiles = list(im.tile)
+    raws = {_tile_rawmode(t) for t in tiles}
+    raw = raws.pop() if len(raws) == 1 else ""
+    base, sep, order = raw.partition(";16")
+    if sep and base == "LA" and order == "B" and im.mode == "RGBA":
+        im.tile = [_with_rawmode(t, "RGBA") for t in tiles]
+        im.load()
+        b = np.asarray(im).astype(np.uint16)
+        grey = (b[..., 0] << 8 | b[..., 1]).astype(np.float32) / 65535.0
+        alpha = (b[..., 2] << 8 | b[..., 3]).astype(np.float32) / 65535.0
+        return np.repeat(grey[..., None], 3, axis=2), alpha, 16, "LA"
+    if sep and base in _WIDE_COLOUR and order in _SWAP and im.mode in ("RGB", "RGBA"):
+        im.load()
+        hi = np.asarray(im).astype(np.uint16)
+        low = _open_checked(path, max_pixels)
+        try:
+            low.tile = [_with_rawmode(t, raw[:-1] + _SWAP[order]) for t in low.tile]
+            low.load()
+            lo = np.asarray(low).astype(np.uint16)
+        finally:
+            low.close()
+        if lo.shape != hi.shape:
+            raise ValueError("the two decodes of the 16-bit samples differ in size")
+        v = hi << 8 | lo
+        alpha = v[..., 3].astype(np.float32) / 65535.0 if im.mode == "RGBA" else None
+        key = im.info.get("transparency")  # a PNG's 16-bit colour key (tRNS)
+        if alpha is None and isinstance(key, tuple) and len(key) == 3:
+            alpha = (v != np.array(key, np.uint16)).any(axis=2).astype(np.float32)
+        rgb = v[..., :3].astype(np.float32) / 65535.0
+        return rgb, alpha, 16, "RGBA" if im.mode == "RGBA" else "RGB"
+    im.load()
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        a = np.asarray(im).astype(np.float64)
+        key = im.info.get("transparency")  # a PNG's grey colour key (tRNS)
+        alpha = (a != key).astype(np.float32) if isinstance(key, int) else None
+        wide = mode.startswith("I;16") or a.max() > 255
+        a = np.clip(a / (65535.0 if wide else 255.0), 0, 1).astype(np.float32)
+        return np.repeat(a[..., None], 3, axis=2), alpha, 16 if wide else 8, mode
+    if mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        a = ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
+        return np.repeat(a[..., None], 3, axis=2), None, 16, mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        return rgba[..., :3], rgba[..., 3], 8, mode
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0, None, 8, mode
+
+
+def _orient(a: np.ndarray | None, orientation: int) -> np.ndarray | None:
+    """Apply an EXIF orientation (1..8) to an H x W (x C) array, as ImageOps.exif_transpose
+    does to an image."""
+    if a is None or orientation == 1:
+        return a
+    if orientation == 2:
+        return a[:, ::-1]
+    if orientation == 3:
+        return a[::-1, ::-1]
+    if orientation == 4:
+        return a[::-1]
+    if orientation == 5:
+        return a.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(a, -1)
+    if orientation == 7:
+        return np.rot90(a.swapaxes(0, 1), 2)
+    if orientation == 8:
+        return np.rot90(a, 1)
+    return a
+
+
+# TIFF tags that describe a TIFF file's own layout: they are not carried as EXIF (a TIFF
+# input's getexif() lists them with the real metadata), nor ICC, XMP and Photoshop blobs.
+_LAYOUT_TAGS = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281, 284,
+    288, 289, 290, 291, 292, 293, 297, 317, 318, 319, 320, 321, 322, 323, 324, 325, 330, 332,
+    338, 339, 340, 341, 347, 513, 514, 515, 517, 518, 519, 520, 521, 529, 530, 531, 532, 700,
+    34377, 34675, 37724})
+ORIENTATION = 0x0112
+_EXIF_IFD, _GPS_IFD, _INTEROP_IFD = 0x8769, 0x8825, 0xA005
+
+
+def _exif_of(im: Image.Image) -> tuple[int, bytes | None]:
+    """The orientation (1..8) and the EXIF block to carry (Orientation reset to 1). A damaged
+    EXIF block is dropped: it never stops an image from loading."""
+    try:
+        exif = im.getexif()
+        orientation = exif.get(ORIENTATION, 1)
+        orientation = int(orientation) if isinstance(orientation, int) else 1
+        orientation = orientation if 1 <= orientation <= 8 else 1
+    except Exception:  # noqa: BLE001 - unreadable metadata: none
+        return 1, None
+    try:
+        for tag in [t for t in exif if t in _LAYOUT_TAGS]:
+            del exif[tag]
+        if ORIENTATION in exif:
+            exif[ORIENTATION] = 1
+        if len(exif) == 0:
+            return orientation, None
+        return orientation, exif.tobytes()
+    except Exception:  # noqa: BLE001
+        return orientation, None
+
+
+def _rgb_profile(icc) -> bytes | None:
+    """An ICC profile whose data colour space is RGB (the header's bytes 16..20), else None."""
+    if isinstance(icc, (bytes, bytearray)) and len(icc) >= 128 and icc[16:20] == b"RGB ":
+        return bytes(icc)
+    return None
+
+
+# ------------------------------------------------------------------------- transparent fill
+def fill_transparent(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """Fill the transparent pixels of ``rgb`` (N, 3, H, W) from the opaque ones, by alpha
+    (N, 1, H, W) in [0, 1], with push-pull: colour x alpha and alpha are summed over 2x2
+    blocks level by level down to one pixel (each level's colour the alpha-weighted mean of
+    the pixels it covers, its weight capped at 1), then, from the coarsest level up, each
+    pixel keeps its own colour by its weight and takes the rest from the bilinearly enlarged
+    coarser level. Transparent pixels so take the colours of the nearest opaque ones, blended
+    smoothly (no new edges, no colour outside the opaque pixels' range); partly transparent
+    pixels mix their colour with the fill by their alpha; opaque pixels are returned unchanged.
+    The fill is what a method sees there. A fully transparent image is an ImageError."""
+    if alpha.shape[-2:] != rgb.shape[-2:] or alpha.shape[1] != 1:
+        raise ImageError(f"alpha of shape {tuple(alpha.shape)} does not fit an image of shape "
+                         f"{tuple(rgb.shape)}")
+    a = alpha.to(device=rgb.device, dtype=rgb.dtype).clamp(0, 1)
+    if not bool((a > 0).flatten(1).any(1).all()):
+        raise ImageError("the image is fully transparent (no opaque pixel to fill from)")
+    levels = [(rgb, a)]
+    c, w = rgb, a
+    while c.shape[-2] > 1 or c.shape[-1] > 1:
+        pad = (0, c.shape[-1] % 2, 0, c.shape[-2] % 2)
+        sw = F.avg_pool2d(F.pad(w, pad), 2) * 4
+        sc = F.avg_pool2d(F.pad(c * w, pad), 2) * 4
+        c = torch.where(sw > 0, sc / sw.clamp_min(1e-12), torch.zeros_like(sc))
+        w = sw.clamp(max=1.0)
+        levels.append((c, w))
+    f = levels[-1][0]
+    for c, w in reversed(levels[:-1]):
+        up = F.interpolate(f, size=c.shape[-2:], mode="bilinear", align_corners=False)
+        f = c * w + up * (1 - w)
+    return torch.where(a >= 1, rgb, f.clamp(0, 1))
+
+
+# ---------------------------------------------------------------------------------- saving
+ALPHA_FORMATS = ("PNG", "TIFF", "WEBP")  # formats that keep an alpha channel
+WIDE_FORMATS = ("PNG", "TIFF")           # formats written with 16 bits per channel
+_ICC_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF")
+_JPEG_EXIF_MAX = 65533
+
+
+def check_output_path(path, *, inputs=(), info: ImageInfo | None = None, bit_depth: int = 8,
+                      alpha=None) -> Path:
     """Fail early (before any work) if ``path`` cannot be written, has no known format, or is
-    one of the ``inputs`` (overwriting an input with its own result is refused)."""
+    one of the ``inputs`` (overwriting an input with its own result is refused); with ``info``
+    (or ``alpha``) and ``bit_depth``, also if its format cannot keep the transparency (JPEG,
+    BMP) or 16 bits per channel (anything but PNG and TIFF)."""
     path = validate.check_not_input(path, inputs, error=ImageError)
     ext = path.suffix.lower()
     if ext not in SAVE_FORMATS:
         raise ImageError(f"{path}: unknown output format {ext or '(no extension)'!r} "
                          f"(use one of {', '.join(sorted(SAVE_FORMATS))})")
+    _check_keeps(path, SAVE_FORMATS[ext], validate.check_bit_depth(bit_depth),
+                 _alpha_of(info, alpha))
     return validate.check_output_file(path, error=ImageError)
 
 
-def save_image(x, path, *, quality: int = 95) -> Path:
+def _alpha_of(info: ImageInfo | None, alpha) -> torch.Tensor | None:
+    a = alpha if alpha is not None else (info.alpha if info is not None else None)
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        a = torch.from_numpy(np.ascontiguousarray(a))
+    if not isinstance(a, torch.Tensor):
+        raise ImageError(f"alpha must be a tensor, got {type(a).__name__}")
+    a = a.detach()
+    while a.dim() < 4:
+        a = a.unsqueeze(0)
+    if a.dim() != 4 or a.shape[:2] != (1, 1):
+        raise ImageError(f"alpha must be a (1, 1, H, W) tensor, got shape {tuple(a.shape)}")
+    return _scale_by_dtype(a.cpu(), "alpha")
+
+
+def _check_keeps(path: Path, fmt: str, bit_depth: int, alpha: torch.Tensor | None) -> None:
+    if bit_depth == 16 and fmt not in WIDE_FORMATS:
+        raise ImageError(f"{path}: {fmt} cannot hold 16 bits per channel; save as .png or .tif "
+                         f"for --bit-depth 16")
+    if alpha is not None and fmt not in ALPHA_FORMATS and bool((alpha < 1).any()):
+        raise ImageError(f"{path}: {fmt} has no alpha channel and the image has transparent "
+                         f"pixels; save as .png, .tif or .webp to keep them")
+
+
+def save_image(x, path, *, quality: int = 95, info: ImageInfo | None = None,
+               bit_depth: int = 8, alpha=None) -> Path:
     """Save a tensor or PIL image atomically: written to a temp file, synced, then renamed into
-    place; on any failure (a full disk, say) nothing is left at ``path``."""
-    path = check_output_path(path)
-    im = x if isinstance(x, Image.Image) else to_pil(x)
+    place; on any failure (a full disk, an interruption) nothing is left at ``path``.
+
+    ``info`` (from :func:`load_image_info`) carries the alpha channel, the ICC profile and the
+    EXIF to the output; ``alpha`` ((1, 1, H, W) in [0, 1]) overrides ``info.alpha``. An alpha of
+    another size is resized to the image's with :func:`resize`. RGBA is written to PNG, TIFF
+    and WebP; JPEG and BMP refuse transparent pixels (a fully opaque alpha is simply left
+    out). ``bit_depth=16`` writes 16-bit PNG or TIFF (other formats refuse it). BMP keeps no
+    ICC profile or EXIF."""
+    bit_depth = validate.check_bit_depth(bit_depth)
+    a = _alpha_of(info, alpha)
+    path = check_output_path(path, bit_depth=bit_depth, alpha=a)
     fmt = SAVE_FORMATS[path.suffix.lower()]
-    kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+    if info is None and a is None and bit_depth == 8:
+        im = x if isinstance(x, Image.Image) else to_pil(x)
+        kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+        _write(path, lambda f: im.convert("RGB").save(f, format=fmt, **kwargs))
+        return path
+    rgb = _rgb_hwc(x)
+    h, w = rgb.shape[:2]
+    if a is not None:
+        a = resize(a.float(), (h, w)) if tuple(a.shape[-2:]) != (h, w) else a.float()
+        if fmt not in ALPHA_FORMATS:
+            a = None  # fully opaque (checked above): nothing to keep
+    icc = info.icc_profile if info is not None else None
+    exif = _exif_for_output(info.exif if info is not None else None, w, h)
+    top = 65535.0 if bit_depth == 16 else 255.0
+    dtype = np.uint16 if bit_depth == 16 else np.uint8
+    px = np.round(rgb * top).astype(dtype)
+    if a is not None:
+        alpha8 = np.round(a[0, 0].numpy().astype(np.float64) * top).astype(dtype)
+        px = np.concatenate([px, alpha8[..., None]], axis=2)
+    if bit_depth == 16 and fmt == "PNG":
+        _write(path, lambda f: _write_png16(f, px, icc, exif))
+    elif bit_depth == 16:
+        _write(path, lambda f: _write_tiff16(f, px, icc, exif))
+    else:
+        im = Image.fromarray(px, "RGBA" if px.shape[2] == 4 else "RGB")
+        kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
+        if icc is not None and fmt in _ICC_FORMATS:
+            kwargs["icc_profile"] = icc
+        if exif is not None and fmt in _ICC_FORMATS:
+            if fmt == "JPEG" and len(exif) > _JPEG_EXIF_MAX:
+                raise ImageError(f"{path}: the EXIF block ({len(exif)} bytes) is larger than "
+                                 f"JPEG allows (64 KB); save as .png or .tif to keep it")
+            kwargs["exif"] = exif
+        _write(path, lambda f: im.save(f, format=fmt, **kwargs))
+    return path
+
+
+def _write(path: Path, write) -> None:
+    """Run ``write(file)`` on an atomic temp file for ``path``."""
     try:
         with atomic_write(path) as f:
-            im.convert("RGB").save(f, format=fmt, **kwargs)
+            write(f)
     except OSError as e:
         raise ImageError(f"{path}: cannot write image ({e})") from None
-    return path
+
+
+def _rgb_hwc(x) -> np.ndarray:
+    """A tensor (as :func:`to_pil` takes) or PIL image -> H x W x 3 float64 in [0, 1]."""
+    if isinstance(x, Image.Image):
+        return np.asarray(x.convert("RGB"), dtype=np.float64) / 255.0
+    if x.dim() == 4:
+        if x.shape[0] != 1:
+            raise ImageError(f"expected a single image, got a batch of {x.shape[0]}")
+        x = x[0]
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise ImageError(f"expected a (1, 3, H, W) image tensor, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ImageError("result contains NaN or infinite values; not saving it")
+    return x.detach().double().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+
+
+def _exif_for_output(exif: bytes | None, w: int, h: int) -> bytes | None:
+    """The EXIF block with its pixel dimensions (when it has them) set to the output's."""
+    if not exif:
+        return None
+    try:
+        ex = Image.Exif()
+        ex.load(exif)
+        sub = ex.get_ifd(_EXIF_IFD)
+        if 0xA002 in sub or 0xA003 in sub:
+            sub[0xA002], sub[0xA003] = w, h
+            return ex.tobytes()
+    except Exception:  # noqa: BLE001 - left as it came
+        pass
+    return exif
+
+
+def _exif_body(exif: bytes) -> bytes:
+    return exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+
+
+def _png_chunk(f, kind: bytes, data: bytes) -> None:
+    f.write(struct.pack(">I", len(data)) + kind + data)
+    f.write(struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)) & 0xFFFFFFFF))
+
+
+def _write_png16(f, px: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
+    """A 16-bit RGB or RGBA PNG (H x W x 3|4 uint16): IHDR, iCCP, eXIf, IDAT (each row with
+    filter 1, Sub, on the big-endian bytes), IEND."""
+    h, w, n = px.shape
+    f.write(b"\x89PNG\r\n\x1a\n")
+    _png_chunk(f, b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 6 if n == 4 else 2, 0, 0, 0))
+    if icc is not None:
+        _png_chunk(f, b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc))
+    if exif is not None:
+        _png_chunk(f, b"eXIf", _exif_body(exif))
+    bpp = 2 * n
+    z = zlib.compressobj(6)
+    pending = b""
+    rows_per_block = max(1, (1 << 20) // (w * bpp + 1))
+    for y0 in range(0, h, rows_per_block):
+        raw = np.ascontiguousarray(px[y0:y0 + rows_per_block].astype(">u2")).view(np.uint8)
+        raw = raw.reshape(raw.shape[0], w * bpp)
+        sub = raw.copy()
+        sub[:, bpp:] -= raw[:, :-bpp]  # uint8 arithmetic wraps, as PNG's filters do
+        block = np.empty((raw.shape[0], 1 + w * bpp), np.uint8)
+        block[:, 0] = 1
+        block[:, 1:] = sub
+        pending += z.compress(block.tobytes())
+        if len(pending) >= 1 << 20:
+            _png_chunk(f, b"IDAT", pending)
+            pending = b""
+    pending += z.flush()
+    _png_chunk(f, b"IDAT", pending)
+    _png_chunk(f, b"IEND", b"")
+
+
+def _write_tiff16(f, px: np.ndarray, icc: bytes | None, exif: bytes | None) -> None:
+    """A baseline little-endian TIFF, uncompressed, one strip, 16 bits per sample (RGB, or RGBA
+    with unassociated alpha); the EXIF's IFD0 tags go in the image's IFD, its Exif and GPS
+    directories as sub-IFDs, the ICC profile in tag 34675."""
+    from PIL import TiffImagePlugin
+
+    h, w, n = px.shape
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(ifh=b"II\x2a\x00\x08\x00\x00\x00")
+    if exif is not None:
+        ex = Image.Exif()
+        ex.load(exif)
+        for tag, value in ex.items():
+            if tag in _LAYOUT_TAGS:
+                continue
+            if tag in (_EXIF_IFD, _GPS_IFD):
+                value = dict(ex.get_ifd(tag))
+                if tag == _EXIF_IFD and _INTEROP_IFD in value:
+                    value[_INTEROP_IFD] = dict(ex.get_ifd(_INTEROP_IFD))
+            ifd[tag] = value
+    data = np.ascontiguousarray(px.astype("<u2")).tobytes()
+    layout = {256: w, 257: h, 258: (16,) * n, 259: 1, 262: 2, 273: 0, 274: 1, 277: n,
+              278: h, 279: len(data), 284: 1, 339: (1,) * n}
+    if n == 4:
+        layout[338] = 2  # unassociated alpha
+    for tag, value in layout.items():
+        ifd[tag] = value
+    for tag, value in ((282, 72.0), (283, 72.0), (296, 2)):
+        if tag not in ifd:
+            ifd[tag] = value
+    if icc is not None:
+        ifd[34675] = icc
+    # the strip offset 0 becomes the first byte after the directory and its (word-padded) data
+    f.write(b"II\x2a\x00\x08\x00\x00\x00" + ifd.tobytes(8))
+    f.write(data)

@@ -152,7 +152,9 @@ class Capabilities:
 @dataclass
 class Progress:
     """A progress event sent to ``callback``. ``kind`` is 'step', 'scale' (a new scale begins)
-    or 'done'. ``losses`` maps term names to floats (weighted terms plus 'total')."""
+    or 'done'. ``losses`` maps term names to floats (weighted terms plus 'total'). ``image``:
+    on some events of iterative methods, the current image (a detached CPU copy, (1, 3, H, W)
+    in [0, 1]) for live previews; None otherwise."""
     method: str
     kind: str
     step: int = 0
@@ -163,6 +165,7 @@ class Progress:
     losses: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
     message: str = ""
+    image: torch.Tensor | None = None
 
 
 class Stylizer(Protocol):

@@ -19,7 +19,7 @@ package used to write by hand (which differ in rounding, not in meaning):
   positions at a time (bounded temporaries for huge maps).
 
 Contents: :func:`resize_mask`, :func:`flat_weights`, :func:`channel_mean`, :func:`mean_std`,
-:func:`normalize`, :func:`adain`, :func:`gram`, :func:`second_moment`, :func:`rms`,
+:func:`normalize`, :func:`adain`, :func:`gram`, :func:`sqrt_gram`, :func:`second_moment`, :func:`rms`,
 :func:`mean_cov`, :func:`feature_stats`, :func:`sym_power`, :func:`sqrtm_psd`,
 :func:`trace_sqrtm`, :func:`wct_matrix`, :func:`apply_affine`, :func:`whiten_colour`,
 :func:`wct`, :func:`match_color`, :func:`sorted_values`, :func:`match_sorted`,
@@ -164,6 +164,15 @@ def gram(feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     Unmasked: F F^T / (C H W), Gatys et al.'s Gram normalised by the layer size."""
     f, w = flat_weights(feat, mask)
     return torch.bmm(f * w, f.transpose(1, 2)) / feat.shape[1]
+
+
+def sqrt_gram(feat: torch.Tensor) -> torch.Tensor:
+    """Elementwise signed square root of the uncentred second moment F F^T / (H W) (that is,
+    C x :func:`gram`), (N, C, C): ETNet's style statistic (Song et al. 2019), whose
+    difference between an image and a style is the style error. Entries have the scale of
+    the features themselves (not their square), so errors of bright and dark layers compare."""
+    g = gram(feat) * feat.shape[1]
+    return g.sign() * g.abs().sqrt()
 
 
 def second_moment(f: torch.Tensor) -> torch.Tensor:

@@ -262,3 +262,47 @@ non_negative_float_arg = float_arg(0.0)
 unit_float_arg = float_arg(0.0, 1.0)
 names_arg = _arg(_check_names, str, "a list of names")
 max_pixels_arg = _arg(check_max_pixels, float, "a number")
+
+
+def check_bit_depth(value) -> int:
+    """Bits per channel of a written image: 8 or 16."""
+    v = _integer(value, "bit depth")
+    if v not in (8, 16):
+        raise ControlError(f"bit depth must be 8 or 16, got {v}")
+    return v
+
+
+bit_depth_arg = _arg(check_bit_depth)  # --bit-depth: 8 or 16
+
+
+# ------------------------------------------------------------------ tiles and memory
+def check_tile(value) -> int | str | None:
+    """A tile request: None (tile only when needed), "auto" (the planner's size) or a tile
+    side in pixels (tiling.MIN_TILE..MAX_SIDE)."""
+    from .tiling import MIN_TILE
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            value = int(text)
+        except ValueError:
+            raise ControlError(f"tile must be 'auto' or a tile side in pixels, got "
+                               f"{value!r}") from None
+    v = _integer(value, "tile")
+    if not MIN_TILE <= v <= MAX_SIDE:
+        raise ControlError(f"tile must be 'auto' or {MIN_TILE}..{MAX_SIDE} pixels, got {v}")
+    return v
+
+
+def check_max_memory(value) -> int | None:
+    """A memory budget: None (the default share of the available memory), a byte count or a
+    size such as "4G", "512M" (tiling.parse_memory)."""
+    from .tiling import parse_memory
+    return None if value is None else parse_memory(value)
+
+
+tile_arg = _arg(check_tile, str, "'auto' or a number of pixels")
+memory_arg = _arg(check_max_memory, str, "a size such as 4G or 512M")

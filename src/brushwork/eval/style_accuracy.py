@@ -1,11 +1,20 @@
 """The style-accuracy metric of ASMA-GAN (a.k.a. deception rate), and the style sheet.
 
 **Style accuracy**: stylise a set of content photos once per artist and count the share of
-results the artist classifier (:mod:`brushwork.classifier`) assigns to the target artist, per
-artist and overall. Multi-artist methods (``asma``) are driven by the artist's label;
-arbitrary-style methods (``gatys``, ``adain``, ...) by one painting of that artist, drawn
-(seeded) from the classifier's *held-out* paintings, so the judge never trained on the exact
-painting that drives the method.
+results a judge assigns to the target artist, per artist and overall. Two judges:
+
+* ``texture`` (:mod:`brushwork.eval.texture_judge`): hand-made luminance texture features
+  (local binary patterns, Laplacian-pyramid and Gabor energies, gradient statistics; the
+  shipped judge leaves colour out) and a linear classifier; no loss of any generator
+  optimises these features, so this is the judge targets are set against;
+* ``vgg`` (:mod:`brushwork.eval.classifier`): VGG19 channel means/stds into an MLP, the
+  statistics asma's style term and the mean/std losses match (a generator can score well on
+  it by matching them).
+
+Each output is stylised once and read by every judge asked for (``--judge both``: two columns
+per method). Multi-artist methods (``asma``) are driven by the artist's label; arbitrary-style
+methods (``gatys``, ``adain``, ...) by one painting of that artist, drawn (seeded) from the
+paintings *every* judge held out, so no judge trained on the painting that drives the method.
 
 **Sheet**: every built-in style or artist of a model (``cin``, ``asma``) on one photo, in one
 labelled grid (Pillow's default font).
@@ -19,6 +28,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from .classifier import ArtistClassifier, artist_folders, split_by_painting
+from .texture_judge import TextureJudge
 from ..errors import BrushworkError
 from ..core import validate
 from ..core.files import atomic_write
@@ -32,6 +42,22 @@ def content_set(content_dir, n: int, size: int, seed: int) -> list[tuple[str, to
     rng = random.Random(seed)
     files = rng.sample(files, min(n, len(files)))
     return [(f.name, load_image(f, size)) for f in files]
+
+
+JUDGES = ("texture", "vgg")
+"""The judges, the target one (texture) first."""
+JUDGE_CHOICES = ("vgg", "texture", "both")
+
+
+def load_judges(which: str = "both", classifier=None, texture_judge=None) -> dict:
+    """{name: judge} for ``which`` ("vgg", "texture" or "both"; texture first), from the given
+    weight files or the shipped ones."""
+    if which not in JUDGE_CHOICES:
+        raise BrushworkError(f"unknown judge {which!r} (choose {', '.join(JUDGE_CHOICES)})")
+    names = JUDGES if which == "both" else (which,)
+    loaders = {"texture": lambda: TextureJudge.load(texture_judge),
+               "vgg": lambda: ArtistClassifier.load(classifier)}
+    return {name: loaders[name]() for name in names}
 
 
 def heldout_paintings(clf: ArtistClassifier, styles_dir, meta_holdout: float, seed: int):
@@ -49,27 +75,59 @@ def heldout_paintings(clf: ArtistClassifier, styles_dir, meta_holdout: float, se
     return out
 
 
-def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paintings=None,
+def heldout_for_judges(judges: dict, styles_dir) -> dict[str, list]:
+    """{artist: paintings held out by every judge} (each judge's own seeded split), for the
+    artists all judges know."""
+    common = None
+    for judge in judges.values():
+        held = heldout_paintings(judge, styles_dir, judge.holdout, judge.split_seed)
+        held = {a: set(v) for a, v in held.items()}
+        common = held if common is None else {a: common[a] & held[a] for a in common
+                                              if a in held}
+    return {a: sorted(v) for a, v in (common or {}).items()}
+
+
+def check_artists(judges: dict, artists=None) -> list[str]:
+    """The artists to judge (default: those of the first judge); every judge must know them."""
+    first = next(iter(judges.values()))
+    artists = list(artists or first.classes)
+    for name, judge in judges.items():
+        unknown = [a for a in artists if a not in judge.classes]
+        if unknown:
+            raise BrushworkError(f"the {name} judge has no artist(s) {', '.join(unknown)} "
+                                 f"(it knows {', '.join(judge.classes)})")
+    return artists
+
+
+def evaluate(method_name: str, method, clf, contents, *, paintings=None,
              artists=None, style_size: int = 256, controls=None, seed: int = 0,
              callback=None) -> dict:
     """-> {"per_artist": {artist: share}, "overall": share, "n": count, "seconds": s,
     "confusion": {artist: {predicted artist: count}}}.
 
+    ``clf``: one judge (an :class:`ArtistClassifier`, a :class:`TextureJudge`, anything with
+    ``classes`` and ``predict_proba``), or a dict {name: judge}: every output is read by each,
+    the result gets ``"judges": {name: {"per_artist", "overall", "confusion"}}`` and its
+    top-level figures are the first judge's.
     ``method`` follows the Stylizer protocol; label-driven methods (with ``labels()``) get
     ``controls['artist']``, others one painting per (content, artist) from ``paintings``."""
     clock = Clock()
+    several = isinstance(clf, dict)
+    judges = dict(clf) if several else {"judge": clf}
+    if not judges:
+        raise BrushworkError("style accuracy needs at least one judge")
     labelled = method.capabilities.styles == "labels"
-    artists = artists or clf.classes
+    artists = check_artists(judges, artists)
     if labelled:
         known = method.labels()
         absent = [a for a in artists if a not in known]
         if absent:
             raise BrushworkError(f"{method_name}: model has no artist(s) {', '.join(absent)}")
     rng = random.Random(seed)
-    hits, counts, confusion, done = {}, {}, {}, 0
+    tally = {name: ({}, {}) for name in judges}  # name -> (hits, confusion)
+    counts, done = {}, 0
     total = len(artists) * len(contents)
     for artist in artists:
-        target = clf.classes.index(artist)
         for _, x in contents:
             if labelled:
                 key = "artist" if "artist" in method.controls else "style_id"
@@ -80,17 +138,38 @@ def evaluate(method_name: str, method, clf: ArtistClassifier, contents, *, paint
                     raise BrushworkError(f"no held-out painting of {artist} to drive {method_name}")
                 style = load_image(rng.choice(pool), style_size)
                 y = method.stylize(x, [style], controls=controls, seed=seed)
-            pred = int(clf.predict_proba(y).argmax(1))
-            row = confusion.setdefault(artist, {})
-            row[clf.classes[pred]] = row.get(clf.classes[pred], 0) + 1
-            hits[artist] = hits.get(artist, 0) + int(pred == target)
+            for name, judge in judges.items():
+                hits, confusion = tally[name]
+                guess = judge.classes[int(judge.predict_proba(y).argmax(1))]
+                row = confusion.setdefault(artist, {})
+                row[guess] = row.get(guess, 0) + 1
+                hits[artist] = hits.get(artist, 0) + int(guess == artist)
             counts[artist] = counts.get(artist, 0) + 1
             done += 1
             emit(callback, Progress(method_name, "step", done, total, elapsed=clock(),
                                     message=artist))
-    per = {a: hits[a] / counts[a] for a in artists}
-    return {"per_artist": per, "overall": sum(hits.values()) / max(1, sum(counts.values())),
-            "n": sum(counts.values()), "seconds": clock(), "confusion": confusion}
+    n = sum(counts.values())
+    parts = {name: {"per_artist": {a: hits.get(a, 0) / counts[a] for a in artists},
+                    "overall": sum(hits.values()) / max(1, n), "confusion": confusion}
+             for name, (hits, confusion) in tally.items()}
+    first = parts[next(iter(parts))]
+    out = {**first, "n": n, "seconds": clock()}
+    if several:
+        out["judges"] = parts
+    return out
+
+
+def judge_columns(results: dict[str, dict]) -> dict[str, dict]:
+    """{method: result} -> {column: result} with one column per (method, judge) when results
+    carry several judges ("asma (texture)", "asma (vgg)"), for :func:`format_table`."""
+    cols = {}
+    for method, r in results.items():
+        if "judges" in r:
+            for judge, part in r["judges"].items():
+                cols[f"{method} ({judge})"] = part
+        else:
+            cols[method] = r
+    return cols
 
 
 def format_table(results: dict[str, dict]) -> str:
@@ -155,8 +234,10 @@ def _pairs(items, sep: str, what: str) -> list[tuple[str, str]]:
 
 
 def run_eval(args, callback=None) -> dict:
-    """Judge each method; returns {"results": {method: result}, "table": markdown}. Every
-    argument (numbers, method names, the --json path) is checked before any evaluation."""
+    """Judge each method with ``args.judge`` ("vgg", "texture" or "both", the default);
+    returns {"results": {method: result}, "table": markdown (one column per method and
+    judge), "judges": names, "target_judge": the first}. Every argument (numbers, method
+    names, the judges, the --json path) is checked before any evaluation."""
     import json
 
     from ..core.device import pick_device
@@ -180,23 +261,21 @@ def run_eval(args, callback=None) -> dict:
                for name, cls in classes.items()}
     device = pick_device(args.device)
 
-    clf = ArtistClassifier.load(args.classifier)
-    artists = artists or clf.classes
-    unknown = [a for a in artists if a not in clf.classes]
-    if unknown:
-        raise BrushworkError(f"the classifier has no artist(s) {', '.join(unknown)} "
-                             f"(it knows {', '.join(clf.classes)})")
+    which = getattr(args, "judge", "both")
+    judges = load_judges(which, args.classifier, getattr(args, "texture_judge", None))
+    artists = check_artists(judges, artists)
     contents = content_set(args.content, n_content, size, seed)
     paintings = None
     results = {}
     for name, cls in classes.items():
         method = cls(device=device, **options[name])
         if method.capabilities.takes_style_images and paintings is None:
-            paintings = heldout_paintings(clf, args.styles, clf.holdout, clf.split_seed)
-        results[name] = evaluate(name, method, clf, contents, paintings=paintings,
+            paintings = heldout_for_judges(judges, args.styles)
+        results[name] = evaluate(name, method, judges, contents, paintings=paintings,
                                  artists=artists, style_size=style_size,
                                  controls=controls.get(name), seed=seed, callback=callback)
-    out = {"results": results, "table": format_table(results),
+    out = {"results": results, "table": format_table(judge_columns(results)),
+           "judges": list(judges), "target_judge": next(iter(judges)),
            "n_content": len(contents), "size": size}
     if json_path is not None:
         try:

@@ -13,6 +13,7 @@ from .mst import MST
 from .linear import Linear
 from .sanet import SANet
 from .styleswap import StyleSwap
+from .etnet import ETNet
 from .johnson import Johnson
 from .cin import CIN
 from .asma import Asma
@@ -27,6 +28,7 @@ METHODS = {
     "linear": Linear,
     "sanet": SANet,
     "styleswap": StyleSwap,
+    "etnet": ETNet,
     "johnson": Johnson,
     "cin": CIN,
     "asma": Asma,

@@ -57,6 +57,7 @@ class AdaIN(ff.FeedForward):
             raise BrushworkError(f"{path}: adain level must be 3 or 4, got {level}")
         self.layer = LEVEL_LAYERS[level]
         self.encoder = ff.make_encoder(meta, state, self.device, self.bf16, self.layer, path)
+        self.weight_files = [path, getattr(self.encoder, "weights_file", None)]
         in_ch = self.encoder.channels[self.layer] if meta.get("encoder") == "small" else None
         width = ff.meta_float(meta, "width", 1.0, path)
         self.decoder = ff.load_frozen(decoder(level, width, in_ch), "decoder", state, path,

@@ -231,6 +231,7 @@ class Analogy:
     def __init__(self, device="cpu"):
         self.device = torch.device(device)
         self.vgg = VGG19(device=self.device, last_layer="relu5_1")
+        self.weight_files = [self.vgg.weights_file]
 
     def _between(self, x: torch.Tensor, lo: str, hi: str) -> torch.Tensor:
         """The VGG19 layers after ``lo`` up to and including ``hi`` applied to ``x``."""

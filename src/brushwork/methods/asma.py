@@ -50,11 +50,13 @@ import torch.nn.functional as F
 
 from ..core.blocks import (AnisotropicStrokeModule, ConditionalAffine, ConditionalInstanceNorm2d,
                       ConditionalResBlock, ProjectionDiscriminator)
+from ..core import tiling
 from ..core.device import autocast, has_bf16, pick_device
 from ..core.weights import load_prefixed, load_weights, resolve_weights
 from ..errors import BrushworkError, ControlError
 from ..core.image import load_mask
 from ..core.protocol import Capabilities, Clock, Control, Progress, begin, emit
+from . import johnson
 from .cin import mix_vector, parse_style_id
 
 SHIPPED_FILE = "asma_artists.safetensors"
@@ -237,18 +239,31 @@ class Asma:
         except (KeyError, ValueError):
             raise BrushworkError(f"{path}: not an asma weight file") from None
         load_prefixed(self.net, "generator", state, source=str(path))
+        self.weight_files = [path]
         self.net.to(self.device).eval().requires_grad_(False)
         self.bf16 = bf16 and has_bf16(self.device)
 
     def labels(self) -> list[str]:
         return list(self.artists)
 
+    def _run(self, x: torch.Tensor, style: torch.Tensor, stroke) -> torch.Tensor:
+        """The generator on an RGB [0, 1] image of any size (padded to 16 px multiples),
+        [0, 1] float32 result of the same size."""
+        x, (h, w) = pad16(x.to(self.device) * 2 - 1)
+        with torch.no_grad(), autocast(self.device, self.bf16):
+            y = self.net(x, style.to(self.device), stroke)
+        return ((y.float()[..., :h, :w] + 1) / 2).clamp(0, 1)
+
     def render_all(self, content, controls=None) -> list[torch.Tensor]:
         return [self.stylize(content, controls={**(controls or {}), "artist": str(i)})
                 for i in range(len(self.artists))]
 
+    supports_tiling = True  # stylize() takes ``tile`` and ``max_memory``
+
     def stylize(self, content, styles=None, *, style_weights=None, controls=None, seed=None,
-                callback=None) -> torch.Tensor:
+                callback=None, tile=None, max_memory=None) -> torch.Tensor:
+        """``tile``/``max_memory``: large images tile by tile with the thumbnail's instance-norm
+        statistics and stroke-module gates frozen (:func:`run_tiled`)."""
         c, _ = begin(self, styles, style_weights, controls)
         clock = Clock()
         style = mix_vector(parse_style_id(c["artist"], self.artists, "artist"),
@@ -262,6 +277,15 @@ class Asma:
             stroke = torch.exp(m * torch.log(torch.tensor(float(stroke))))
         elif stroke == 1.0:
             stroke = None
+        planned = johnson.plan_net(self.name, self.net, content, style, self.bf16, tile,
+                                   max_memory, align=16, margin=TILE_MARGIN, feather=TILE_FEATHER,
+                                   call=lambda x: self._run(x, style, None))
+        if planned is not None:
+            out = run_tiled(self, content, style, stroke, planned,
+                            johnson._tile_events(self.name, callback, clock))
+            emit(callback, Progress(self.name, "done", 1, 1, size=tuple(content.shape[-2:]),
+                                    elapsed=clock()))
+            return out
         x, (h, w) = pad16(content.to(self.device) * 2 - 1)
         if torch.is_tensor(stroke):
             stroke, _ = pad16(stroke.to(self.device))
@@ -271,3 +295,68 @@ class Asma:
         out = ((y.float()[..., :h, :w] + 1) / 2).clamp(0, 1).cpu()
         emit(callback, Progress(self.name, "done", 1, 1, size=(h, w), elapsed=clock()))
         return out
+
+
+# ------------------------------------------------------------------------------ large images
+# As johnson's tiles (thumbnail instance normalisation), plus the anisotropic stroke module's
+# global gates r, z (from max/mean pools over the whole map) and its instance norm, taken from
+# the thumbnail. The trunk works at 1/16: tiles align to 16 and overlap more.
+TILE_MARGIN = 96
+TILE_FEATHER = 96
+
+
+def frozen_asm_forward(asm: AnisotropicStrokeModule, frozen: tiling.FrozenNorms):
+    """:meth:`AnisotropicStrokeModule.forward` with the gates and the fused stream's instance
+    norm recorded on the thumbnail (record mode) or taken from it (apply mode)."""
+    def forward(s, f, label, stroke=None):
+        b, _, h, w = s.shape
+        a = label.to(s.dtype)[:, :, None, None].expand(b, label.shape[1], h, w)
+        x_t = asm.conv_x(F.interpolate(torch.cat([s, a], 1), scale_factor=asm.up,
+                                       mode=asm.mode))
+        x_t = x_t[..., :f.shape[-2], :f.shape[-1]]
+        if frozen.mode == "record":
+            both = torch.cat([x_t, f], 1)
+            q = torch.cat([both.amax((2, 3)), both.mean((2, 3))], 1)
+            frozen.extra["asm_gates"] = (torch.sigmoid(asm.w_r(q))[:, :, None, None],
+                                         torch.sigmoid(asm.w_z(q))[:, :, None, None])
+        r, z = frozen.extra["asm_gates"]
+        h_hat = torch.tanh(tiling.norm_with(frozen, ("asm", id(asm)),
+                                            asm.fuse(torch.cat([r.to(x_t.dtype) * x_t, f], 1))))
+        z = z.to(x_t.dtype)
+        if stroke is not None:
+            if torch.is_tensor(stroke) and stroke.dim() == 4:
+                stroke = F.interpolate(stroke.to(z.dtype), size=x_t.shape[-2:], mode="bilinear",
+                                       align_corners=False)
+            z = z.clamp_min(1e-6) ** stroke
+        return z * h_hat + (1 - z) * x_t, r, z
+    return forward
+
+
+def run_tiled(model: "Asma", content: torch.Tensor, style: torch.Tensor, stroke, planned,
+              on_tile=None) -> torch.Tensor:
+    """The generator over ``content`` tile by tile (tiles of 16 px multiples) with the
+    thumbnail's norm statistics and stroke gates; ``stroke``: None, a number or a (1, 1, H, W)
+    exponent map (read per tile). Returns (1, 3, H, W) in [0, 1] on the CPU."""
+    side, margin, feather = planned
+    h, w = content.shape[-2:]
+    grid = tiling.tile_grid(-(-h // 16) * 16, -(-w // 16) * 16, side, margin=margin,
+                            feather=feather, align=16)
+    net = model.net
+    frozen = tiling.FrozenNorms(net, {net.asm: lambda fz: frozen_asm_forward(net.asm, fz)})
+    content = content.to(model.device)
+    if torch.is_tensor(stroke):
+        stroke = stroke.to(model.device).clamp_min(1e-3)
+
+    def fn(x, t):
+        s = stroke
+        if torch.is_tensor(s):
+            s = tiling.thumbnail(s) if t is None else tiling.read_window(s, t.y0, t.y1, t.x0,
+                                                                           t.x1)
+            if t is None:
+                s, _ = pad16(s)
+        return model._run(x, style, s)
+
+    if on_tile is not None:
+        on_tile(0, len(grid), f"{len(grid)} tiles of {side} px")
+    out = tiling.stylize_in_tiles(fn, content, grid, frozen, on_tile=on_tile)
+    return out.clamp_(0, 1).cpu()

@@ -105,7 +105,8 @@ class CIN:
         if options:
             raise BrushworkError(f"cin: unknown option(s) {', '.join(sorted(options))}")
         self.device = pick_device(device)
-        self.net, meta = johnson.load_net(weights, SHIPPED_FILE, TRAIN_HINT, self.device)
+        self.net, meta, path = johnson.load_net(weights, SHIPPED_FILE, TRAIN_HINT, self.device)
+        self.weight_files = [path]
         try:
             self.style_names = json.loads(meta.get("style_names", "[]"))
         except ValueError:
@@ -124,12 +125,17 @@ class CIN:
             out.append(self.stylize(content, controls={**(controls or {}), "style_id": str(i)}))
         return out
 
+    supports_tiling = True  # stylize() takes ``tile`` and ``max_memory``
+
     def stylize(self, content, styles=None, *, style_weights=None, controls=None, seed=None,
-                callback=None) -> torch.Tensor:
+                callback=None, tile=None, max_memory=None) -> torch.Tensor:
+        """``tile``/``max_memory``: large images tile by tile with thumbnail conditional
+        instance norms (:func:`brushwork.methods.johnson.run_tiled`)."""
         c, _ = begin(self, styles, style_weights, controls)
         clock = Clock()
         pairs = parse_style_id(c["style_id"], self.style_names)
         n = self.net.n_styles
+        masks = None
         if c["masks"]:
             if len(c["masks"]) != len(pairs):
                 raise ControlError(f"cin: {len(c['masks'])} mask(s) for {len(pairs)} style(s) in "
@@ -137,6 +143,19 @@ class CIN:
             size = tuple(content.shape[-2:])
             masks = torch.cat([load_mask(m, size) for m in c["masks"]])
             masks = masks / masks.sum(0, keepdim=True).clamp_min(1e-6)
+        planned = johnson.plan_net(self.name, self.net, content, mix_vector(pairs, n), self.bf16,
+                                   tile, max_memory, n_runs=len(pairs) if masks is not None else 1)
+        if planned is not None:
+            runs = ([(mix_vector(pairs, n), None)] if masks is None else
+                    [(mix_vector([(i, 1.0)], n), masks[k:k + 1]) for k, (i, _) in
+                     enumerate(pairs)])
+            out = johnson.run_tiled(self.net, content, runs, self.bf16, planned,
+                                    johnson._tile_events(self.name, callback, clock))
+            out = johnson.finish_tiled(self.name, out, content, c)
+            emit(callback, Progress(self.name, "done", 1, 1, size=tuple(content.shape[-2:]),
+                                    elapsed=clock()))
+            return out
+        if masks is not None:
             outs = [johnson.run_net(self.net, content, mix_vector([(i, 1.0)], n), self.bf16).cpu()
                     for i, _ in pairs]
             out = sum(m[None] * o for m, o in zip(masks, outs))

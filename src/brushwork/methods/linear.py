@@ -42,6 +42,7 @@ class Linear(ff.FeedForward):
         dim = int(ff.meta_float(meta, "dim", 32, path))
         self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer=self.layer,
                              channels_last=True)
+        self.weight_files = [path, self.encoder.weights_file]
         self.transform_net = ff.load_frozen(LinearTransform(LAYER_CHANNELS[self.layer], dim, width),
                                         "transform", state, path, self.device)
         self.decoder = ff.load_frozen(decoder(LAYER_LEVELS[self.layer], width), "decoder", state,

@@ -45,6 +45,7 @@ class SANet(ff.FeedForward):
         self.control_defaults = {"strength": strength}
         self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu5_1",
                              channels_last=True)
+        self.weight_files = [path, self.encoder.weights_file]
         self.transform_net = ff.load_frozen(SATransform(512), "transform", state, path, self.device)
         self.decoder = ff.load_frozen(decoder(4, width), "decoder", state, path, self.device)
 

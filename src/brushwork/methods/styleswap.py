@@ -38,6 +38,7 @@ class StyleSwap(ff.FeedForward):
             raise BrushworkError(f"{path}: style swap needs a VGG19 decoder, not a small-encoder one")
         self.encoder = VGG19(device=self.device, autocast=self.bf16, last_layer="relu3_1",
                              channels_last=True)
+        self.weight_files = [path, self.encoder.weights_file]
         self.decoder = ff.load_frozen(decoder(3, ff.meta_float(meta, "width", 1.0, path)),
                                       "decoder3", state, path, self.device)
 

@@ -54,6 +54,7 @@ class WCT(ff.FeedForward):
         small = meta.get("encoder") == "small"
         self.encoder = ff.make_encoder(meta, state, self.device, self.bf16,
                                        LEVEL_LAYERS[max(self.levels)], path)
+        self.weight_files = [path, getattr(self.encoder, "weights_file", None)]
         width = ff.meta_float(meta, "width", 1.0, path)
         self.decoders = {}
         for level in self.levels:

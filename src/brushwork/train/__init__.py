@@ -3,16 +3,19 @@
 ``TRAINERS`` is the explicit name -> module table; each module exposes
 ``add_arguments(parser)`` and ``run(args, callback)``.
 """
-from . import adain, asma, cin, classifier, distill, johnson, linear, sanet, wct
+from . import adain, asma, cin, classifier, distill, etnet, johnson, linear, sanet, wct
+from . import texture_judge
 
 TRAINERS = {
     "adain": adain,
     "wct": wct,
     "linear": linear,
     "sanet": sanet,
+    "etnet": etnet,
     "distill": distill,
     "johnson": johnson,
     "cin": cin,
     "asma": asma,
     "classifier": classifier,
+    "texture-judge": texture_judge,
 }

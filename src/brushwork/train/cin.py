@@ -80,7 +80,7 @@ def run_add_style(args, vgg, device, callback=None) -> dict:
     """Add the one ``--style`` to the model ``--add-style`` by training only its gamma/beta."""
     if len(args.style) != 1:
         raise BrushworkError("--add-style takes exactly one --style (the new one)")
-    net, meta = load_net(args.add_style, SHIPPED_FILE, TRAIN_HINT, device)
+    net, meta, _ = load_net(args.add_style, SHIPPED_FILE, TRAIN_HINT, device)
     names = json.loads(meta.get("style_names", "[]")) or [f"style{i}" for i in range(net.n_styles)]
     new = grow_styles(net)
     names.append(args.name or Path(args.style[0]).stem)

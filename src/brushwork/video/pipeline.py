@@ -6,8 +6,10 @@ summary and never print).
 """
 from __future__ import annotations
 
+import queue
+import threading
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -18,6 +20,79 @@ from ..errors import BrushworkError
 from .io import (FrameSource, VideoError, check_output, frame_files, open_sink, output_kind,
                  probe, resolve_codec)
 from .temporal import TemporalStylizer, warping_error
+
+
+_END = object()
+
+
+def prefetch(frames: Iterable, depth: int = 2) -> Iterator:
+    """``frames`` decoded in a thread beside the model, ``depth`` frames ahead; an error in the
+    decoder is raised here, in order."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for f in frames:
+                while not stop.is_set():
+                    try:
+                        q.put((f, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((_END, None))
+        except BaseException as e:  # handed to the consumer
+            q.put((_END, e))
+
+    th = threading.Thread(target=produce, name="brushwork-decode", daemon=True)
+    th.start()
+    try:
+        while True:
+            f, err = q.get()
+            if f is _END:
+                if err is not None:
+                    raise err
+                return
+            yield f
+    finally:
+        stop.set()
+        th.join()
+
+
+class BackgroundWriter:
+    """Encodes frames into ``sink`` in a thread beside the model, at most ``depth`` frames
+    behind; :meth:`close` waits for the last one and raises the encoder's error, if any."""
+
+    def __init__(self, sink, depth: int = 2):
+        self.sink = sink
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="brushwork-encode", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            frame = self.q.get()
+            if frame is _END:
+                return
+            if self.error is None:
+                try:
+                    self.sink.write(frame)
+                except BaseException as e:
+                    self.error = e
+
+    def write(self, frame) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(frame)
+
+    def close(self) -> None:
+        self.q.put(_END)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def stylize_video(src, dst, stylizer, styles: Sequence[torch.Tensor], *,
@@ -50,18 +125,24 @@ def stylize_video(src, dst, stylizer, styles: Sequence[torch.Tensor], *,
         clock = Clock()
         total = source.info.n_frames
         name = getattr(stylizer, "name", type(stylizer).__name__)
+        # decoding and encoding run in threads beside the model
         with open_sink(dst, source, codec=codec, crf=crf, keep_audio=keep_audio) as sink:
-            for i, frame in enumerate(source):
-                with validate.memory_guard(lambda: f"stylising {w}x{h} video frames with "
-                                                   f"{name}"):
-                    out = wrapped.stylize(frame, styles, style_weights=style_weights,
-                                          controls=controls, seed=seed)
-                if tuple(out.shape[-2:]) != tuple(frame.shape[-2:]):
-                    out = resize(out, tuple(frame.shape[-2:]))
-                sink.write(out)
-                emit(callback, Progress("video", "step", step=i + 1, total=max(total, i + 1),
-                                        size=tuple(frame.shape[-2:]), elapsed=clock(),
-                                        message=f"frame {i + 1}"))
+            writer = BackgroundWriter(sink)
+            try:
+                for i, frame in enumerate(prefetch(source)):
+                    with validate.memory_guard(lambda: f"stylising {w}x{h} video frames with "
+                                                       f"{name}"):
+                        out = wrapped.stylize(frame, styles, style_weights=style_weights,
+                                              controls=controls, seed=seed)
+                    if tuple(out.shape[-2:]) != tuple(frame.shape[-2:]):
+                        out = resize(out, tuple(frame.shape[-2:]))
+                    writer.write(out)
+                    emit(callback, Progress("video", "step", step=i + 1,
+                                            total=max(total, i + 1),
+                                            size=tuple(frame.shape[-2:]), elapsed=clock(),
+                                            message=f"frame {i + 1}"))
+            finally:
+                writer.close()
         emit(callback, Progress("video", "done", step=sink.n, total=sink.n,
                                 size=source.out_hw, elapsed=clock()))
     finally:

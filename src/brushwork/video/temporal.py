@@ -23,6 +23,7 @@ over the three RGB channels (values in [0, 1]).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -310,7 +311,34 @@ class TemporalStylizer:
         self.detail_sigma = detail_sigma
         self.flow = FlowEstimator(flow) if mode == "flow" else None
         self.hooks = use_optimization_hooks and caps.temporal_hooks
+        self._executor: ThreadPoolExecutor | None = None
         self.reset()
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="brushwork-flow")
+        return self._executor
+
+    def _motion(self, content: torch.Tensor, prev: torch.Tensor):
+        """(backward flow, trust mask) between the previous content frame and this one."""
+        backward = self.flow(content, prev)
+        forward = self.flow(prev, content)
+        mask = occlusion_mask(forward, backward, motion_boundaries=self.motion_boundaries)
+        if self.photometric is not None:
+            mask = mask * photometric_mask(prev, content, backward, self.photometric)
+        return backward, mask
+
+    def _blend(self, fresh: torch.Tensor, warped: torch.Tensor, mask: torch.Tensor,
+               a: float | None) -> torch.Tensor:
+        """``a*m*warped + (1 - a*m)*fresh`` with the fresh frame's contrast and detail back."""
+        if not a:
+            return fresh
+        out = a * mask * warped + (1 - a * mask) * fresh
+        if self.restore_contrast:
+            out = _match_channel_stats(out, fresh)
+        if self.detail_sigma:
+            out = _restore_detail(out, fresh, self.detail_sigma)
+        return out.clamp(0, 1)
 
     def reset(self) -> None:
         self._prev_in: torch.Tensor | None = None
@@ -327,35 +355,26 @@ class TemporalStylizer:
                    and tuple(self._prev_in.shape[-2:]) == tuple(content.shape[-2:]))
         if self.mode == "none" or not prev_ok:
             out = self.stylizer.stylize(content, styles, controls=controls, **kw)
-        else:
-            backward = self.flow(content, self._prev_in)
-            forward = self.flow(self._prev_in, content)
-            mask = occlusion_mask(forward, backward, motion_boundaries=self.motion_boundaries)
-            if self.photometric is not None:
-                mask = mask * photometric_mask(self._prev_in, content, backward,
-                                               self.photometric)
+        elif not self.hooks:
+            # the motion depends only on the content frames: it is found in a thread while the
+            # model stylises the frame
+            motion = self._pool().submit(self._motion, content, self._prev_in)
+            out = self.stylizer.stylize(content, styles, controls=controls, **kw)
+            backward, mask = motion.result()
             self.last_mask = mask
             warped = warp(self._prev_out, backward, self.resample)
-            if self.hooks:
-                # Disoccluded pixels start from the content frame rather than a smeared warp.
-                init = mask * warped + (1 - mask) * content
-                controls["init_image"] = init
-                controls["temporal"] = (warped, mask, self.temporal_weight)
-                if "scales" in self.controls and controls.get("scales") is None:
-                    controls["scales"] = 1  # coarse scales would blur the warped start image
-                out = self.stylizer.stylize(content, styles, controls=controls, **kw)
-                a = self.post_blend
-            else:
-                out = self.stylizer.stylize(content, styles, controls=controls, **kw)
-                a = self.blend
-            if a:
-                fresh = out
-                out = a * mask * warped + (1 - a * mask) * fresh
-                if self.restore_contrast:
-                    out = _match_channel_stats(out, fresh)
-                if self.detail_sigma:
-                    out = _restore_detail(out, fresh, self.detail_sigma)
-                out = out.clamp(0, 1)
+            out = self._blend(out, warped, mask, self.blend)
+        else:  # Ruder et al.: the warped previous result starts the optimisation
+            backward, mask = self._motion(content, self._prev_in)
+            self.last_mask = mask
+            warped = warp(self._prev_out, backward, self.resample)
+            # Disoccluded pixels start from the content frame rather than a smeared warp.
+            controls["init_image"] = mask * warped + (1 - mask) * content
+            controls["temporal"] = (warped, mask, self.temporal_weight)
+            if "scales" in self.controls and controls.get("scales") is None:
+                controls["scales"] = 1  # coarse scales would blur the warped start image
+            out = self.stylizer.stylize(content, styles, controls=controls, **kw)
+            out = self._blend(out, warped, mask, self.post_blend)
         if self.mode == "flow":
             self._prev_in = content.detach()
             self._prev_out = out.detach()

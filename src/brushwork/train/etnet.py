@@ -1,0 +1,242 @@
+"""`brushwork train etnet`: the error transition network that refines a frozen base method
+(Song et al. 2019; see ``brushwork.methods.etnet``).
+
+Each step: random photo and painting crops, the base method's result for each pair (no
+gradient), the refinement on ``--levels`` pyramid levels with ``--iterations`` passes each, and
+the paper's pyramid loss on the refined image at every level: relu4_1 content (relative MSE to
+the photo) + ``--style-weight`` x the Gram terms at relu1_1..relu4_1, each divided by the
+photo's own Gram distance to the painting (so every layer and every pair counts alike, and the
+term is the benchmark's Gram ratio). Gradients are clipped to a global norm of ``--clip``
+(1, as in the paper). ``--exclude FILE`` leaves out the images named in FILE (one file name per
+line), e.g. a benchmark's held-out photos.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..core import stats as S
+from ..core.files import atomic_write
+from ..core.image import list_images, load_image
+from ..core.losses import relative_mse
+from ..core.protocol import Clock, emit
+from ..core.vgg import VGG19
+from ..core.weights import prefixed_state, save_weights
+from ..errors import BrushworkError, ImageError
+from ..methods import get_method
+from ..methods.etnet import BASES, ErrorTransition, gaussian_pyramid, make_targets, refine
+from . import common as training
+
+CONTENT_LAYER = "relu4_1"
+STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+
+
+def add_arguments(parser) -> None:
+    training.add_common_arguments(parser, size=128, batch=4, steps=2000, lr=5e-4)
+    parser.add_argument("--base", default="adain", choices=BASES,
+                        help="the method whose results the network learns to refine (its "
+                             "shipped weights, frozen)")
+    parser.add_argument("--levels", type=int, default=2,
+                        help="pyramid levels refined, coarse to fine (the paper: 3)")
+    parser.add_argument("--iterations", type=int, default=2,
+                        help="refinement passes per level in training; the weight file's "
+                             "default for stylising")
+    parser.add_argument("--width", type=float, default=1.0,
+                        help="channel multiplier of the network (1 = 16/32/64 channels)")
+    parser.add_argument("--content-weight", type=float, default=1.0)
+    parser.add_argument("--style-weight", type=float, default=5.0,
+                        help="weight of the Gram terms (1 pulls the base toward the photo, 5 toward "
+                             "the painting)")
+    parser.add_argument("--clip", type=float, default=1.0,
+                        help="clip gradients to this global norm (0 = off)")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                        help="a text file of image file names (one per line) to leave out of "
+                             "--content and --styles; repeatable")
+    parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
+
+
+# ------------------------------------------------------------------------------------- data
+def read_exclude(files) -> set[str]:
+    names = set()
+    for f in files:
+        try:
+            text = Path(f).read_text()
+        except OSError as e:
+            raise BrushworkError(f"--exclude {f}: cannot read it ({e.strerror})") from None
+        names |= {line.strip() for line in text.splitlines()
+                  if line.strip() and not line.startswith("#")}
+    return names
+
+
+def load_folder(root, load_size: int, exclude: set[str]) -> list[torch.Tensor]:
+    """``training.load_folder`` without the images whose file names are in ``exclude``."""
+    out = []
+    for p in list_images(root):
+        if p.name in exclude:
+            continue
+        try:
+            t = load_image(p)
+        except ImageError:
+            continue
+        t = training._scale_short_side(t, load_size)
+        out.append((t[0] * 255).round().to(torch.uint8))
+    if not out:
+        raise BrushworkError(f"{root}: no training images left (none readable, or all excluded)")
+    return out
+
+
+def load_data(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    load = training.default_load_size(args)
+    exclude = read_exclude(args.exclude)
+    key = json.dumps({"content": str(Path(args.content).resolve()), "load": load,
+                      "styles": [str(Path(d).resolve()) for d in args.styles],
+                      "exclude": sorted(exclude)}, sort_keys=True)
+    cache = Path(args.data_cache) if args.data_cache else None
+    if cache is not None and cache.is_file():
+        try:
+            blob = torch.load(cache, map_location="cpu", weights_only=True)
+            if blob.get("key") == key:
+                return list(blob["content"]), list(blob["styles"])
+        except Exception:
+            pass  # unreadable or foreign cache: rebuild it
+    contents = load_folder(args.content, load, exclude)
+    styles = [t for d in args.styles for t in load_folder(d, load, exclude)]
+    if cache is not None:
+        with atomic_write(cache) as f:
+            torch.save({"key": key, "content": contents, "styles": styles}, f)
+    return contents, styles
+
+
+def base_outputs(base, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    """The base method's result for each (photo, painting) pair of a batch."""
+    outs = [base.stylize(content[i:i + 1], [style[i:i + 1]]).clone()
+            for i in range(content.shape[0])]
+    return torch.cat(outs).to(content.device)
+
+
+# ------------------------------------------------------------------------------------- losses
+def gram_ratio(fo: torch.Tensor, fs: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of |G(out) - G(style)|^2 / |G(content) - G(style)|^2 (the
+    denominator is a constant)."""
+    gs = S.gram(fs)
+    num = (S.gram(fo) - gs).pow(2).sum((1, 2))
+    den = (S.gram(fc) - gs).pow(2).sum((1, 2)).clamp_min(1e-12).detach()
+    return (num / den).mean()
+
+
+def etnet_losses(net, vgg, base, content, style, levels: int, iterations: int,
+                 content_weight: float, style_weight: float):
+    """(total, {term: value}, refined image) for one batch: the refinement of ``base`` on
+    ``levels`` pyramid levels, and the pyramid loss of the result."""
+    layers = sorted({CONTENT_LAYER, *STYLE_LAYERS})
+    cpyr, spyr = gaussian_pyramid(content, levels), gaussian_pyramid(style, levels)
+    with torch.no_grad():
+        cf = [vgg(x, layers) for x in cpyr]
+        sf = [vgg(x, layers) for x in spyr]
+    targets = {k: make_targets(cf[k], [sf[k]], [1.0]) for k in range(levels)}
+    out = refine(net, vgg, base, targets, list(range(levels)), iterations)
+    lc = ls = 0.0
+    for k, x in enumerate(gaussian_pyramid(out, levels)):
+        fo = vgg(x.clamp(0, 1), layers)
+        lc = lc + relative_mse(fo[CONTENT_LAYER], cf[k][CONTENT_LAYER])
+        ls = ls + sum(gram_ratio(fo[l], sf[k][l], cf[k][l]) for l in STYLE_LAYERS) / len(STYLE_LAYERS)
+    total = content_weight * lc + style_weight * ls
+    parts = {"content": float(lc.detach()), "style": float(ls.detach()),
+             "total": float(total.detach())}
+    return total, parts, out
+
+
+# -------------------------------------------------------------------------------------- run
+def check_arguments(args) -> None:
+    if args.levels < 1 or args.levels > 6:
+        raise BrushworkError("--levels must be 1..6")
+    if args.iterations < 1:
+        raise BrushworkError("--iterations must be at least 1")
+    if not args.width > 0:
+        raise BrushworkError("--width must be positive")
+    if args.clip < 0:
+        raise BrushworkError("--clip must be 0 (off) or positive")
+    mult = 4 << (args.levels - 1)
+    if args.size % mult or args.size // (1 << (args.levels - 1)) < 16:
+        raise BrushworkError(f"--size {args.size}: with --levels {args.levels} use a multiple "
+                             f"of {mult} of at least {16 << (args.levels - 1)}")
+
+
+def run(args, callback=None) -> Path:
+    """Train the error transition network; returns the path of the weight file written."""
+    check_arguments(args)
+    device, bf16 = training.start_run(args)
+    contents, styles = load_data(args)
+    base = get_method(args.base)(device=device, bf16=bf16)
+    vgg = VGG19(device=device, autocast=bf16, last_layer="relu4_1")
+    net = ErrorTransition(args.width).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
+    ckpt = training.checkpoint_path(args)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    step = 0
+    if args.resume:
+        step = training.load_checkpoint(ckpt, models={"etnet": net}, optimizers={"etnet": opt},
+                                        lr=args.lr)["step"]
+    c_iter = training.batches(contents, args.size, args.batch, args.seed, start_step=step, stream=0)
+    s_iter = training.batches(styles, args.size, args.batch, args.seed, start_step=step, stream=1)
+    fixed_c = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
+    fixed_s = training.sample_batch(styles, args.size, 4, training.step_generator(args.seed, 0, 10))
+    clock, t_start = Clock(), step
+    losses = {}
+    net.train()
+    while step < args.steps:
+        content, style = next(c_iter).to(device), next(s_iter).to(device)
+        b = base_outputs(base, content, style)
+        total, losses, _ = etnet_losses(net, vgg, b, content, style, args.levels,
+                                        args.iterations, args.content_weight, args.style_weight)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        if args.clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip)
+        opt.step()
+        step += 1
+        if not torch.isfinite(total):
+            raise BrushworkError(f"training diverged at step {step} (loss is not finite); "
+                                 f"lower --lr")
+        emit(callback, training.train_event("etnet", step, args.steps, losses, clock(),
+                                            f"{(step - t_start) / max(clock(), 1e-9):.2f} it/s"))
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            training.save_checkpoint(ckpt, models={"etnet": net}, optimizers={"etnet": opt},
+                                     step=step, config=config)
+            training.log_line(ckpt.with_suffix(".log.jsonl"),
+                              {"step": step, "time": round(clock(), 1), **losses})
+        if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+            net.eval()
+            with torch.no_grad():
+                fb = base_outputs(base, fixed_c.to(device), fixed_s.to(device))
+                _, _, g = etnet_losses(net, vgg, fb, fixed_c.to(device), fixed_s.to(device),
+                                       args.levels, args.iterations, 1.0, 1.0)
+            net.train()
+            training.save_grid([fixed_c, fixed_s, fb, g.clamp(0, 1)],
+                               ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
+    save_weights(prefixed_state("etnet", net.eval()), args.out, fp16=args.fp16,
+                 metadata=weight_metadata(config, step))
+    emit(callback, training.train_event("etnet", step, args.steps, losses, clock(),
+                                        f"wrote {args.out}", kind="done"))
+    return Path(args.out)
+
+
+def weight_metadata(config: dict, step: int) -> dict[str, str]:
+    """The weight file's metadata for a run's settings (``vars(args)`` or a checkpoint's)."""
+    return {"method": "etnet", "base": str(config["base"]), "levels": str(config["levels"]),
+            "iterations": str(config["iterations"]), "width": str(config["width"]),
+            "steps": str(step), "crop": str(config["size"]), "batch": str(config["batch"]),
+            "lr": str(config["lr"]), "content_weight": str(config["content_weight"]),
+            "style_weight": str(config["style_weight"])}
+
+
+def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
+    """Write the network of a training checkpoint as a weight file; returns its sha256 (ships
+    a model from a run that is still going or was stopped before its last step)."""
+    config = training.load_checkpoint_config(checkpoint)
+    net = ErrorTransition(float(config.get("width", 1.0)))
+    info = training.load_checkpoint(checkpoint, models={"etnet": net})
+    meta = {**weight_metadata(config, info["step"]), **(extra_meta or {})}
+    return save_weights(prefixed_state("etnet", net.eval()), out, fp16=fp16, metadata=meta)
