@@ -318,6 +318,10 @@ def test_cli_end_to_end_and_bad_input(tmp_path, weights, capsys):
 
 # --------------------------------------------------------------------------- shipped weights
 def test_shipped_weights_pinned():
+    """The shipped file (sha256 checked on load) on adain's pinned images; its metadata sets
+    one pass per level and the adain base."""
+    m = E.ETNet(bf16=False)
+    assert m.control_defaults == {"iterations": 1, "base": "adain"} and m.n_levels == 2
     out = brushwork.stylize(Image.fromarray((_content()[0].permute(1, 2, 0).numpy() * 255)
                                             .round().astype(np.uint8)),
                             Image.fromarray((_style()[0].permute(1, 2, 0).numpy() * 255)
@@ -325,11 +329,11 @@ def test_shipped_weights_pinned():
                             method="etnet", size=None, seed=0)
     a = np.asarray(out, dtype=np.float64) / 255
     assert a.shape == (48, 64, 3)
-    assert abs(a.mean() - PINNED_SHIPPED_MEAN) < 0.002
+    assert abs(a.mean() - PINNED_SHIPPED_MEAN) < 1e-4
     assert np.allclose(a[20:23, 30:33].flatten(), PINNED_SHIPPED, atol=0.0039)
 
 
-PINNED_SHIPPED_MEAN = 0.3554
-PINNED_SHIPPED = [0.6824, 0.2863, 0.2118, 0.8353, 0.4667, 0.3961, 0.8157, 0.4745, 0.2549,
-                  0.6941, 0.3804, 0.251, 0.8078, 0.4784, 0.3255, 0.7882, 0.3804, 0.2235,
-                  0.8, 0.3765, 0.3294, 0.7843, 0.4431, 0.2784, 0.7882, 0.4, 0.2235]
+PINNED_SHIPPED_MEAN = 0.361342
+PINNED_SHIPPED = [0.7176, 0.3176, 0.2510, 0.8824, 0.5176, 0.4510, 0.8667, 0.5294, 0.3098,
+                  0.7373, 0.4196, 0.3020, 0.8706, 0.5373, 0.3961, 0.8510, 0.4471, 0.2941,
+                  0.8510, 0.4196, 0.3882, 0.8588, 0.5137, 0.3569, 0.8588, 0.4784, 0.3059]

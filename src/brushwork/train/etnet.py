@@ -47,8 +47,8 @@ def add_arguments(parser) -> None:
                         help="channel multiplier of the network (1 = 16/32/64 channels)")
     parser.add_argument("--content-weight", type=float, default=1.0)
     parser.add_argument("--style-weight", type=float, default=5.0,
-                        help="weight of the Gram terms (1 pulls the base toward the photo, 5 toward "
-                             "the painting)")
+                        help="weight of the Gram terms (1 pulls the base toward the photo, "
+                             "5 toward the painting)")
     parser.add_argument("--clip", type=float, default=1.0,
                         help="clip gradients to this global norm (0 = off)")
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
@@ -141,7 +141,8 @@ def etnet_losses(net, vgg, base, content, style, levels: int, iterations: int,
     for k, x in enumerate(gaussian_pyramid(out, levels)):
         fo = vgg(x.clamp(0, 1), layers)
         lc = lc + relative_mse(fo[CONTENT_LAYER], cf[k][CONTENT_LAYER])
-        ls = ls + sum(gram_ratio(fo[l], sf[k][l], cf[k][l]) for l in STYLE_LAYERS) / len(STYLE_LAYERS)
+        ls = ls + sum(gram_ratio(fo[l], sf[k][l], cf[k][l])
+                      for l in STYLE_LAYERS) / len(STYLE_LAYERS)
     total = content_weight * lc + style_weight * ls
     parts = {"content": float(lc.detach()), "style": float(ls.detach()),
              "total": float(total.detach())}
