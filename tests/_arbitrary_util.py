@@ -94,3 +94,17 @@ def tiny_weight_files(d) -> dict:
               {"level": "4", "width": str(W), "encoder": "small", "encoder_level": "4",
                "encoder_width": str(1 / 16)})
     return out
+
+
+def seeded_images(seed: int, n: int = 2, size: int = 32) -> torch.Tensor:
+    """``n`` seeded (3, size, size) images in [0, 1]: a random colour, ramps, noise."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size),
+                            indexing="ij")
+    out = []
+    for _ in range(n):
+        base = torch.rand(3, 1, 1, generator=g)
+        a, b = torch.rand(2, generator=g) * 2 - 1
+        ramp = torch.stack([a * yy + b * xx, b * yy - a * xx, (yy + xx) / 2])
+        out.append(0.5 * base + 0.3 * ramp + 0.3 * torch.rand(3, size, size, generator=g))
+    return torch.stack(out).clamp(0, 1)

@@ -25,6 +25,8 @@ from brushwork.methods import etnet as E
 from brushwork.methods.feedforward import FeedForward
 from brushwork.train import TRAINERS
 
+from _arbitrary_util import seeded_images
+
 
 @pytest.fixture(autouse=True)
 def fp32(monkeypatch):
@@ -258,27 +260,13 @@ def test_trainer_refuses_bad_arguments(tmp_path, extra, message):
         TRAINERS["etnet"].run(_train_args(tmp_path, *extra))
 
 
-def _batch(seed: int, n: int = 2, size: int = 32) -> torch.Tensor:
-    """``n`` seeded (3, size, size) images in [0, 1]: a random colour, ramps, noise."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size),
-                            indexing="ij")
-    out = []
-    for _ in range(n):
-        base = torch.rand(3, 1, 1, generator=g)
-        a, b = torch.rand(2, generator=g) * 2 - 1
-        ramp = torch.stack([a * yy + b * xx, b * yy - a * xx, (yy + xx) / 2])
-        out.append(0.5 * base + 0.3 * ramp + 0.3 * torch.rand(3, size, size, generator=g))
-    return torch.stack(out).clamp(0, 1)
-
-
 def test_the_training_loss_falls():
     """20 Adam steps on one fixed batch (32 px crops, two levels, one pass each, tiny
     network, adain base): the loss falls below 0.6 of its start (network seeds 0-9: 0.33-0.41
     of the start; with a learning rate of 0 it stays at the start)."""
     from brushwork.train.etnet import base_outputs, etnet_losses
     torch.manual_seed(0)
-    content, style = _batch(1), _batch(2)
+    content, style = seeded_images(1), seeded_images(2)
     base = base_outputs(METHODS["adain"](bf16=False), content, style)
     vgg = VGG19(last_layer="relu4_1")
     net = E.ErrorTransition(0.25)

@@ -19,23 +19,11 @@ from brushwork.core.losses import weighted_sum
 from brushwork.core.vgg import VGG19
 from brushwork.train import TRAINERS
 
+from _arbitrary_util import seeded_images as images
+
 CPU = torch.device("cpu")
 STEPS = 20
 LR_SCALE = 1.0  # 0 turns every test below into a failing one (no learning)
-
-
-def images(seed: int, n: int = 2, size: int = 32) -> torch.Tensor:
-    """``n`` seeded (3, size, size) images in [0, 1]: a random colour, ramps, noise."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size),
-                            indexing="ij")
-    out = []
-    for _ in range(n):
-        base = torch.rand(3, 1, 1, generator=g)
-        a, b = torch.rand(2, generator=g) * 2 - 1
-        ramp = torch.stack([a * yy + b * xx, b * yy - a * xx, (yy + xx) / 2])
-        out.append(0.5 * base + 0.3 * ramp + 0.3 * torch.rand(3, size, size, generator=g))
-    return torch.stack(out).clamp(0, 1)
 
 
 def descend(loss_fn, params, lr, steps=STEPS, extra_groups=()):

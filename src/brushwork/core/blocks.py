@@ -374,12 +374,19 @@ class AnisotropicStrokeModule(nn.Module):
         r = torch.sigmoid(self.w_r(q))[:, :, None, None]
         z = torch.sigmoid(self.w_z(q))[:, :, None, None]
         h_hat = torch.tanh(F.instance_norm(self.fuse(torch.cat([r * x_t, f], 1))))
-        if stroke is not None:
-            if torch.is_tensor(stroke) and stroke.dim() == 4:
-                stroke = F.interpolate(stroke.to(z.dtype), size=x_t.shape[-2:], mode="bilinear",
-                                       align_corners=False)
-            z = z.clamp_min(1e-6) ** stroke
+        z = stroke_gate(z, stroke, x_t.shape[-2:])
         return z * h_hat + (1 - z) * x_t, r, z
+
+
+def stroke_gate(z: torch.Tensor, stroke, size) -> torch.Tensor:
+    """The update gate ``z`` raised to the stroke control: a number, or a (1, 1, h, w) map
+    resized to ``size`` (a larger exponent keeps more of the coarse state: larger strokes)."""
+    if stroke is None:
+        return z
+    if torch.is_tensor(stroke) and stroke.dim() == 4:
+        stroke = F.interpolate(stroke.to(z.dtype), size=tuple(size), mode="bilinear",
+                               align_corners=False)
+    return z.clamp_min(1e-6) ** stroke
 
 
 class ProjectionDiscriminator(nn.Module):

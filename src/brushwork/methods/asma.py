@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 
 from ..core.blocks import (AnisotropicStrokeModule, ConditionalAffine, ConditionalInstanceNorm2d,
-                      ConditionalResBlock, ProjectionDiscriminator)
+                      ConditionalResBlock, ProjectionDiscriminator, stroke_gate)
 from ..core import tiling
 from ..core.device import autocast, has_bf16, pick_device
 from ..core.weights import load_prefixed, load_weights, resolve_weights
@@ -322,12 +322,7 @@ def frozen_asm_forward(asm: AnisotropicStrokeModule, frozen: tiling.FrozenNorms)
         r, z = frozen.extra["asm_gates"]
         h_hat = torch.tanh(tiling.norm_with(frozen, ("asm", id(asm)),
                                             asm.fuse(torch.cat([r.to(x_t.dtype) * x_t, f], 1))))
-        z = z.to(x_t.dtype)
-        if stroke is not None:
-            if torch.is_tensor(stroke) and stroke.dim() == 4:
-                stroke = F.interpolate(stroke.to(z.dtype), size=x_t.shape[-2:], mode="bilinear",
-                                       align_corners=False)
-            z = z.clamp_min(1e-6) ** stroke
+        z = stroke_gate(z.to(x_t.dtype), stroke, x_t.shape[-2:])
         return z * h_hat + (1 - z) * x_t, r, z
     return forward
 

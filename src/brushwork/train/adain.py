@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from ..core.blocks import LEVEL_LAYERS, decoder
 from ..core.losses import mean_std_distance
 from ..core.stats import adain
-from ..errors import BrushworkError
 from ..core.protocol import (Clock, emit)
 from ..core.vgg import VGG19
 from ..methods import feedforward as ff
@@ -114,17 +113,9 @@ def run(args, callback=None) -> Path:
         total.backward()
         opt.step()
         step += 1
-        if not torch.isfinite(total):
-            raise BrushworkError(f"training diverged at step {step} (loss is not finite); "
-                                 f"lower --lr")
-        emit(callback, training.train_event("adain", step, args.steps, losses, clock(),
-                                            f"{(step - t_start) / max(clock(), 1e-9):.2f} it/s"))
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            training.save_checkpoint(ckpt, models={"decoder": dec}, optimizers={"decoder": opt},
-                                     step=step, config=config)
-            training.log_line(ckpt.with_suffix(".log.jsonl"),
-                              {"step": step, "time": round(clock(), 1), **losses})
-        if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+        if training.after_step("adain", args, step, t_start, total, losses, clock, callback,
+                               ckpt, models={"decoder": dec}, optimizers={"decoder": opt},
+                               config=config):
             dec.eval()
             with torch.no_grad():
                 _, _, g = _losses(enc, dec, fixed_c.to(device), fixed_s.to(device), bf16,

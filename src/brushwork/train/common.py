@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from ..core.device import has_bf16, pick_device
 from ..core.files import atomic_write
 from ..core.image import list_images, load_image, save_image
-from ..core.protocol import Progress
+from ..core.protocol import Progress, emit
 from ..errors import BrushworkError, ImageError
 
 
@@ -40,12 +40,16 @@ def _scale_short_side(t: torch.Tensor, short: int) -> torch.Tensor:
                          antialias=s < 1).clamp(0, 1)
 
 
-def load_folder(root, load_size: int, *, skip_bad: bool = True) -> list[torch.Tensor]:
+def load_folder(root, load_size: int, *, skip_bad: bool = True,
+                exclude=frozenset()) -> list[torch.Tensor]:
     """Images under ``root`` as uint8 (3, H, W) tensors with short side ``load_size``.
 
-    Unreadable files are skipped (``skip_bad``) or raise; at least one image must load."""
+    Files whose names are in ``exclude`` are left out; unreadable files are skipped
+    (``skip_bad``) or raise; at least one image must load."""
     out = []
     for p in list_images(root):
+        if p.name in exclude:
+            continue
         try:
             t = load_image(p)
         except ImageError:
@@ -55,7 +59,8 @@ def load_folder(root, load_size: int, *, skip_bad: bool = True) -> list[torch.Te
         t = _scale_short_side(t, load_size)
         out.append((t[0] * 255).round().to(torch.uint8))
     if not out:
-        raise BrushworkError(f"{root}: none of the images could be read")
+        raise BrushworkError(f"{root}: no training images left (none readable, or all excluded)"
+                             if exclude else f"{root}: none of the images could be read")
     return out
 
 
@@ -194,6 +199,22 @@ def train_event(method: str, step: int, total: int, losses: dict[str, float],
                     elapsed=elapsed, message=message)
 
 
+def after_step(name: str, args, step: int, t0: int, total: torch.Tensor,
+               losses: dict[str, float], clock, callback, ckpt, *, models, optimizers,
+               config) -> bool:
+    """What every trainer does after optimiser step ``step`` (``t0``: the step it started or
+    resumed at): refuse a diverged loss, emit the progress event, checkpoint and log on
+    schedule. Returns whether this step writes a sample grid."""
+    if not torch.isfinite(total):
+        raise BrushworkError(f"training diverged at step {step} (loss is not finite); lower --lr")
+    emit(callback, train_event(name, step, args.steps, losses, clock(),
+                               f"{(step - t0) / max(clock(), 1e-9):.2f} it/s"))
+    if step % args.checkpoint_every == 0 or step == args.steps:
+        save_checkpoint(ckpt, models=models, optimizers=optimizers, step=step, config=config)
+        log_line(ckpt.with_suffix(".log.jsonl"), {"step": step, "time": round(clock(), 1), **losses})
+    return bool(args.sample_every) and (step % args.sample_every == 0 or step == args.steps)
+
+
 def log_line(path, record: dict) -> None:
     """Append one json line (losses, step, time) to a training log."""
     path = Path(path)
@@ -278,18 +299,35 @@ def default_load_size(args) -> int:
     return args.load_size or max(args.size, min(512, 2 * args.size))
 
 
-def load_style_folders(folders, load_size: int) -> list[torch.Tensor]:
+def load_style_folders(folders, load_size: int, exclude=frozenset()) -> list[torch.Tensor]:
     imgs = []
     for d in folders:
-        imgs.extend(load_folder(d, load_size))
+        imgs.extend(load_folder(d, load_size, exclude=exclude))
     return imgs
 
 
-def load_training_data(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """(content images, style images) for a trainer's args, through ``--data-cache`` if set."""
+def read_exclude(files) -> set[str]:
+    """The image file names listed in ``files`` (one per line, ``#`` comments), for ``--exclude``."""
+    names = set()
+    for f in files:
+        try:
+            text = Path(f).read_text()
+        except OSError as e:
+            raise BrushworkError(f"--exclude {f}: cannot read it ({e.strerror})") from None
+        names |= {line.strip() for line in text.splitlines()
+                  if line.strip() and not line.startswith("#")}
+    return names
+
+
+def load_training_data(args, exclude=frozenset()) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(content images, style images) for a trainer's args, through ``--data-cache`` if set;
+    files named in ``exclude`` are left out."""
     load = default_load_size(args)
-    key = json.dumps({"content": str(Path(args.content).resolve()), "load": load,
-                      "styles": [str(Path(d).resolve()) for d in args.styles]}, sort_keys=True)
+    spec = {"content": str(Path(args.content).resolve()), "load": load,
+            "styles": [str(Path(d).resolve()) for d in args.styles]}
+    if exclude:
+        spec["exclude"] = sorted(exclude)
+    key = json.dumps(spec, sort_keys=True)
     cache = Path(args.data_cache) if getattr(args, "data_cache", None) else None
     if cache is not None and cache.is_file():
         try:
@@ -298,8 +336,8 @@ def load_training_data(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
                 return list(blob["content"]), list(blob["styles"])
         except Exception:
             pass  # unreadable or foreign cache: rebuild it
-    contents = load_folder(args.content, load)
-    styles = load_style_folders(args.styles, load)
+    contents = load_folder(args.content, load, exclude=exclude)
+    styles = load_style_folders(args.styles, load, exclude)
     if cache is not None:
         with atomic_write(cache) as f:
             torch.save({"key": key, "content": contents, "styles": styles}, f)

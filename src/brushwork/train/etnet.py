@@ -12,19 +12,16 @@ line), e.g. a benchmark's held-out photos.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..core import stats as S
-from ..core.files import atomic_write
-from ..core.image import list_images, load_image
 from ..core.losses import relative_mse
 from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
 from ..core.weights import prefixed_state, save_weights
-from ..errors import BrushworkError, ImageError
+from ..errors import BrushworkError
 from ..methods import get_method
 from ..methods.etnet import BASES, ErrorTransition, gaussian_pyramid, make_targets, refine
 from . import common as training
@@ -58,55 +55,8 @@ def add_arguments(parser) -> None:
 
 
 # ------------------------------------------------------------------------------------- data
-def read_exclude(files) -> set[str]:
-    names = set()
-    for f in files:
-        try:
-            text = Path(f).read_text()
-        except OSError as e:
-            raise BrushworkError(f"--exclude {f}: cannot read it ({e.strerror})") from None
-        names |= {line.strip() for line in text.splitlines()
-                  if line.strip() and not line.startswith("#")}
-    return names
-
-
-def load_folder(root, load_size: int, exclude: set[str]) -> list[torch.Tensor]:
-    """``training.load_folder`` without the images whose file names are in ``exclude``."""
-    out = []
-    for p in list_images(root):
-        if p.name in exclude:
-            continue
-        try:
-            t = load_image(p)
-        except ImageError:
-            continue
-        t = training._scale_short_side(t, load_size)
-        out.append((t[0] * 255).round().to(torch.uint8))
-    if not out:
-        raise BrushworkError(f"{root}: no training images left (none readable, or all excluded)")
-    return out
-
-
 def load_data(args) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    load = training.default_load_size(args)
-    exclude = read_exclude(args.exclude)
-    key = json.dumps({"content": str(Path(args.content).resolve()), "load": load,
-                      "styles": [str(Path(d).resolve()) for d in args.styles],
-                      "exclude": sorted(exclude)}, sort_keys=True)
-    cache = Path(args.data_cache) if args.data_cache else None
-    if cache is not None and cache.is_file():
-        try:
-            blob = torch.load(cache, map_location="cpu", weights_only=True)
-            if blob.get("key") == key:
-                return list(blob["content"]), list(blob["styles"])
-        except Exception:
-            pass  # unreadable or foreign cache: rebuild it
-    contents = load_folder(args.content, load, exclude)
-    styles = [t for d in args.styles for t in load_folder(d, load, exclude)]
-    if cache is not None:
-        with atomic_write(cache) as f:
-            torch.save({"key": key, "content": contents, "styles": styles}, f)
-    return contents, styles
+    return training.load_training_data(args, exclude=training.read_exclude(args.exclude))
 
 
 def base_outputs(base, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -198,17 +148,9 @@ def run(args, callback=None) -> Path:
             torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip)
         opt.step()
         step += 1
-        if not torch.isfinite(total):
-            raise BrushworkError(f"training diverged at step {step} (loss is not finite); "
-                                 f"lower --lr")
-        emit(callback, training.train_event("etnet", step, args.steps, losses, clock(),
-                                            f"{(step - t_start) / max(clock(), 1e-9):.2f} it/s"))
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            training.save_checkpoint(ckpt, models={"etnet": net}, optimizers={"etnet": opt},
-                                     step=step, config=config)
-            training.log_line(ckpt.with_suffix(".log.jsonl"),
-                              {"step": step, "time": round(clock(), 1), **losses})
-        if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+        if training.after_step("etnet", args, step, t_start, total, losses, clock, callback,
+                               ckpt, models={"etnet": net}, optimizers={"etnet": opt},
+                               config=config):
             net.eval()
             with torch.no_grad():
                 fb = base_outputs(base, fixed_c.to(device), fixed_s.to(device))

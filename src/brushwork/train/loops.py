@@ -134,16 +134,8 @@ def train_loop(name, args, images, models, optimizers, device, callback, loss_fn
         for o in optimizers.values():
             o.step()
         step += 1
-        if not torch.isfinite(total):
-            raise BrushworkError(f"training diverged at step {step} (loss is not finite); lower --lr")
-        emit(callback, training.train_event(name, step, args.steps, losses, clock(),
-                                            f"{(step - t0) / max(clock(), 1e-9):.2f} it/s"))
-        if step % args.checkpoint_every == 0 or step == args.steps:
-            training.save_checkpoint(ckpt, models=models, optimizers=optimizers, step=step,
-                                     config=config)
-            training.log_line(ckpt.with_suffix(".log.jsonl"),
-                              {"step": step, "time": round(clock(), 1), **losses})
-        if args.sample_every and (step % args.sample_every == 0 or step == args.steps):
+        if training.after_step(name, args, step, t0, total, losses, clock, callback, ckpt,
+                               models=models, optimizers=optimizers, config=config):
             for m in models.values():
                 m.eval()
             with torch.no_grad():
