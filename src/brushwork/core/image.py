@@ -290,10 +290,9 @@ def to_pil(x: torch.Tensor) -> Image.Image:
         if x.shape[0] != 1:
             raise ImageError(f"expected a single image, got a batch of {x.shape[0]}")
         x = x[0]
-    if not torch.isfinite(x).all():
-        raise ImageError("result contains NaN or infinite values; not saving it")
-    a = (x.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0).round()
-    return Image.fromarray(a.astype(np.uint8), "RGB")
+    if x.dim() != 3 or x.shape[0] != 3:
+        raise ImageError(f"expected a (1, 3, H, W) image tensor, got shape {tuple(x.shape)}")
+    return Image.fromarray(_quantise(x.detach().cpu(), 8, None), "RGB")
 
 
 # ------------------------------------------------------------- reading with what a print keeps
@@ -321,8 +320,8 @@ class ImageInfo:
 
 @dataclass
 class _Decoded:
-    rgb: np.ndarray            # H x W x 3 float32 in [0, 1], upright
-    alpha: np.ndarray | None   # H x W float32 in [0, 1], upright
+    rgb: np.ndarray            # H x W x 3 uint8 (0..255) or float32 in [0, 1], upright
+    alpha: np.ndarray | None   # H x W, the same kinds, upright
     icc_profile: bytes | None
     exif: bytes | None
     bit_depth: int
@@ -351,11 +350,20 @@ def load_image_info(path, *, max_pixels: int | None = None) -> tuple[torch.Tenso
 
 
 def _to_nchw(a: np.ndarray) -> torch.Tensor:
-    """H x W (x C) float32 array -> (1, C, H, W) tensor."""
+    """H x W (x C) array (uint8: 0..255, or float in [0, 1]) -> (1, C, H, W) float32 tensor,
+    one channel at a time (no whole-image float temporaries: a 100-megapixel photo)."""
     if a.ndim == 2:
         a = a[..., None]
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(2, 0, 1) \
-        .unsqueeze(0).contiguous()
+    h, w, n = a.shape
+    out = torch.empty(1, n, h, w)
+    for c in range(n):
+        plane = torch.from_numpy(np.array(a[..., c]))  # a writable contiguous copy
+        if a.dtype == np.uint8:
+            out[0, c] = plane
+            out[0, c].div_(255.0)
+        else:
+            out[0, c] = plane
+    return out
 
 
 def _read_file(path, max_pixels: int | None) -> _Decoded:
@@ -396,8 +404,8 @@ _WIDE_COLOUR = ("RGB", "RGBA", "RGBX")  # 16-bit colour rawmodes PIL narrows to 
 
 
 def _pixels(im: Image.Image, path: Path, max_pixels: int):
-    """(colour, alpha, bit depth, mode) of an opened image, not yet oriented: colour H x W x 3
-    float32 in [0, 1], alpha H x W float32 or None.
+    """(colour, alpha, bit depth, mode) of an opened image, not yet oriented: colour H x W x 3,
+    alpha H x W or None; uint8 for 8-bit images, float32 in [0, 1] otherwise.
 
     PIL decodes 16-bit colour (48/64-bit PNG and TIFF) to 8 bits per channel: its unpackers keep
     the high byte of each sample. The file is decoded a second time with the byte order of the
@@ -449,9 +457,9 @@ def _pixels(im: Image.Image, path: Path, max_pixels: int):
         a = ((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)).astype(np.float32)
         return np.repeat(a[..., None], 3, axis=2), None, 16, mode
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
+        rgba = np.asarray(im.convert("RGBA"))
         return rgba[..., :3], rgba[..., 3], 8, mode
-    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0, None, 8, mode
+    return np.asarray(im if mode == "RGB" else im.convert("RGB")), None, 8, mode
 
 
 def _orient(a: np.ndarray | None, orientation: int) -> np.ndarray | None:
@@ -617,20 +625,15 @@ def save_image(x, path, *, quality: int = 95, info: ImageInfo | None = None,
         kwargs = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
         _write(path, lambda f: im.convert("RGB").save(f, format=fmt, **kwargs))
         return path
-    rgb = _rgb_hwc(x)
-    h, w = rgb.shape[:2]
+    rgb = _rgb_chw(x)
+    h, w = rgb.shape[-2:]
     if a is not None:
         a = resize(a.float(), (h, w)) if tuple(a.shape[-2:]) != (h, w) else a.float()
         if fmt not in ALPHA_FORMATS:
             a = None  # fully opaque (checked above): nothing to keep
     icc = info.icc_profile if info is not None else None
     exif = _exif_for_output(info.exif if info is not None else None, w, h)
-    top = 65535.0 if bit_depth == 16 else 255.0
-    dtype = np.uint16 if bit_depth == 16 else np.uint8
-    px = np.round(rgb * top).astype(dtype)
-    if a is not None:
-        alpha8 = np.round(a[0, 0].numpy().astype(np.float64) * top).astype(dtype)
-        px = np.concatenate([px, alpha8[..., None]], axis=2)
+    px = _quantise(rgb, bit_depth, None if a is None else a[0, 0])
     if bit_depth == 16 and fmt == "PNG":
         _write(path, lambda f: _write_png16(f, px, icc, exif))
     elif bit_depth == 16:
@@ -658,19 +661,44 @@ def _write(path: Path, write) -> None:
         raise ImageError(f"{path}: cannot write image ({e})") from None
 
 
-def _rgb_hwc(x) -> np.ndarray:
-    """A tensor (as :func:`to_pil` takes) or PIL image -> H x W x 3 float64 in [0, 1]."""
+def _rgb_chw(x) -> torch.Tensor:
+    """A tensor (as :func:`to_pil` takes) or PIL image -> (3, H, W) tensor in [0, 1] (values
+    outside are clamped when quantised), without a copy where it can."""
     if isinstance(x, Image.Image):
-        return np.asarray(x.convert("RGB"), dtype=np.float64) / 255.0
+        return torch.from_numpy(np.asarray(x.convert("RGB"), dtype=np.float64) / 255.0) \
+            .permute(2, 0, 1)
     if x.dim() == 4:
         if x.shape[0] != 1:
             raise ImageError(f"expected a single image, got a batch of {x.shape[0]}")
         x = x[0]
     if x.dim() != 3 or x.shape[0] != 3:
         raise ImageError(f"expected a (1, 3, H, W) image tensor, got shape {tuple(x.shape)}")
-    if not torch.isfinite(x).all():
-        raise ImageError("result contains NaN or infinite values; not saving it")
-    return x.detach().double().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    return x.detach().cpu()
+
+
+QUANTISE_ROWS = 256  # rows per strip when an image is quantised for saving
+
+
+def _quantise(rgb: torch.Tensor, bit_depth: int, alpha: torch.Tensor | None) -> np.ndarray:
+    """(3, H, W) colour and (H, W) alpha in [0, 1] -> H x W x 3 (or 4) uint8/uint16 samples,
+    round(v * 255) or round(v * 65535) in float64, a strip of rows at a time (the memory of a
+    strip, not of a float64 copy of the image); NaN or infinite values -> ImageError."""
+    top = 65535.0 if bit_depth == 16 else 255.0
+    dtype = np.uint16 if bit_depth == 16 else np.uint8
+    h, w = rgb.shape[-2:]
+    planes = [rgb] if alpha is None else [rgb, alpha[None]]
+    px = np.empty((h, w, 3 + (alpha is not None)), dtype)
+    for y in range(0, h, QUANTISE_ROWS):
+        k = 0
+        for t in planes:
+            s = t[:, y:y + QUANTISE_ROWS].double()
+            if not torch.isfinite(s).all():
+                raise ImageError("result contains NaN or infinite values; not saving it")
+            n = s.shape[0]
+            px[y:y + QUANTISE_ROWS, :, k:k + n] = \
+                s.clamp_(0, 1).mul_(top).round_().permute(1, 2, 0).numpy().astype(dtype)
+            k += n
+    return px
 
 
 def _exif_for_output(exif: bytes | None, w: int, h: int) -> bytes | None:
