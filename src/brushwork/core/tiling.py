@@ -611,10 +611,10 @@ class FrozenMap:
         """The map on (1, C, H, W) features (float32 out)."""
         n, c, h, w = x.shape
         f = x.reshape(c, h * w)
-        if self.kind == "affine":
-            out = S.apply_affine(f, self.a, torch.zeros(c, 1, dtype=torch.float64, device=x.device),
-                                 self.b)
-            return out.reshape(1, -1, h, w).float()
+        if self.kind == "affine":  # float32: the map is fitted in float64, applied per tile
+            out = torch.addmm(self.b.to(x.device, torch.float32), self.a.to(x.device, torch.float32),
+                              f.float())
+            return out.reshape(1, -1, h, w)
         out = torch.empty_like(f, dtype=torch.float32)
         for part, dst in zip(f.split(S.CHUNK, 1), out.split(S.CHUNK, 1)):
             dst.copy_(_interp(part.float().contiguous(), self.kx, self.ky))
