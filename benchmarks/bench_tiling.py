@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tiling.py [--data DATA] [--out runs/bench_tiling]
         [--cases adain-small,wct-small,gatys] [--gatys-steps 30] [--gatys-tile-steps 3]
-        [--seam-tile 256] [--io cli|lean] [--max-memory CASE=SIZE]
+        [--seam-tile 256] [--io cli|lean] [--max-memory CASE=SIZE] [--no-look]
 
 * The content is one photo of ``DATA/content`` (``budgie_casa_mila.jpg``; scikit-image's
   astronaut without ``DATA``) upscaled to 12000x8000 (96 MP; 6000x4000 for gatys), the style
@@ -215,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--io", choices=("cli", "lean"), default="cli")
     p.add_argument("--max-memory", action="append", default=[], metavar="CASE=SIZE",
                    help="another memory budget for a case, e.g. gatys=8G")
+    p.add_argument("--no-look", action="store_true",
+                   help="only the large runs (time, memory, seams), not the 1024 px comparison")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     from brushwork.api import stylize_tensors
@@ -239,6 +241,9 @@ def main(argv=None) -> int:
         big = read_image(output)
         g = rep["grid"]
         rep["seam"] = tiling.seam_ratio(big, g["borders_y"], g["borders_x"])
+        results[name] = rep
+        if args.no_look:
+            continue
         # the look at 1024 px: whole vs tiled, and the big result shrunk
         ctl = controls if method != "gatys" else {"steps": args.gatys_steps,
                                                    "tile_steps": args.gatys_tile_steps}
@@ -251,7 +256,6 @@ def main(argv=None) -> int:
                        f"{w}x{h} shrunk to 1024": look(shrink(big), small, style_t, whole)}
         rep["seam_1024"] = _small_seam(method, options, ctl, small, tiled, args.seam_tile)
         rep["seam_1024_whole"] = _small_seam(method, options, ctl, small, whole, args.seam_tile)
-        results[name] = rep
         print(f"{name}: {json.dumps(rep)[:400]}", file=sys.stderr, flush=True)
     print(table(results, args))
     if args.json:
@@ -299,7 +303,7 @@ def table(results, args) -> str:
     lines += ["", "| case | image | content | Gram | mean/std | Frechet | SSIM | pixel diff vs "
               "whole | seam ratio |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
-        for label, m in r["look"].items():
+        for label, m in r.get("look", {}).items():
             seam = ""
             if label.startswith("whole"):
                 seam = f"{r['seam_1024_whole']:.3f}"
