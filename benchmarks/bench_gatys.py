@@ -3,8 +3,10 @@
 For each pair and size, both tools run as command-line programs (start-up included), timed
 wall-clock; then brushwork.metrics scores both outputs (content distance, Gram / mean-std /
 Frechet style-distance ratios, SSIM). pastiche runs with its defaults and 500 L-BFGS steps;
-brushwork with its defaults. Results are appended to a JSON file, so an interrupted run resumes
-where it stopped (``--fresh`` starts over); the table is printed from that file.
+brushwork with its defaults, or with the flags of ``--ours`` (such a row is labelled by its flags,
+so several flag sets, e.g. the defaults and ``--steps 150 --init content``, share one results
+file and one table). Results are appended to a JSON file, so an interrupted run resumes where it
+stopped (``--fresh`` starts over); the table is printed from that file.
 
     python benchmarks/bench_gatys.py --data ../shared/data --sizes 256 512 --out runs/bench_gatys
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -42,15 +45,26 @@ def run_timed(cmd: list[str]) -> tuple[float, float]:
     return wall, cpu
 
 
+def ours_name(ours: list[str]) -> str:
+    """The row label of brushwork with the extra flags ``ours``: "brushwork" for its defaults."""
+    return " ".join(["brushwork", *ours])
+
+
+def file_stem(name: str) -> str:
+    """A file name for a row label (its flags turned into a slug)."""
+    return re.sub(r"[^A-Za-z0-9.=]+", "_", name.replace("--", "")).strip("_")
+
+
 def tools(size: int, content: str, style: str, out: Path, pastiche_steps: int, ours: list[str]):
     bindir = Path(sys.executable).parent
+    name = ours_name(ours)
     return {
         "pastiche": [str(bindir / "pastiche"), "--size", str(size), "--num-steps",
                      str(pastiche_steps), "--seed", "0", "--no-verbose", "-c", content,
                      "-s", style, "-o", str(out / "pastiche.png")],
-        "brushwork": [str(bindir / "brushwork"), "stylize", content, "-s", style, "--size",
-                      str(size), "--seed", "0", "--quiet", "-o", str(out / "brushwork.png")]
-                     + ours,
+        name: [str(bindir / "brushwork"), "stylize", content, "-s", style, "--size",
+               str(size), "--seed", "0", "--quiet", "-o", str(out / f"{file_stem(name)}.png")]
+              + ours,
     }
 
 
@@ -79,12 +93,13 @@ def main():
             out.mkdir(exist_ok=True)
             cmds = tools(size, content, style, out, args.pastiche_steps, args.ours.split())
             for name, cmd in cmds.items():
-                if args.only and name != args.only:
+                if args.only and name.split()[0] != args.only:
                     continue
                 if f"{key}/{name}" in results:
                     continue
                 wall, cpu = run_timed(cmd)
-                results[f"{key}/{name}"] = {"time": wall, "cpu": cpu, "cmd": " ".join(cmd[1:])}
+                results[f"{key}/{name}"] = {"time": wall, "cpu": cpu, "cmd": " ".join(cmd[1:]),
+                                            "file": f"{key}/{file_stem(name)}.png"}
                 results_path.write_text(json.dumps(results, indent=1))
                 print(f"{key} {name}: wall {wall:.1f} s, cpu {cpu:.1f} s", flush=True)
     score(results, data, out_root)
@@ -97,21 +112,24 @@ def score(results, data, out_root):
     from brushwork.eval.metrics import evaluate, metric_encoder
     enc = metric_encoder()
     for key, r in results.items():
-        if "content" in r or not os.path.exists(out_root / f"{key}.png"):
+        file = out_root / r.get("file", f"{key}.png")
+        if "content" in r or not os.path.exists(file):
             continue
-        pair = key.split("/")[0].split("@")[0]
+        pair = key.split("/", 1)[0].split("@")[0]
         content_rel, style_rel = next((c, s) for c, s in PAIRS
                                       if f"{Path(c).stem}+{Path(s).stem}" == pair)
-        r.update(evaluate(load_image(out_root / f"{key}.png"), load_image(data / content_rel),
+        r.update(evaluate(load_image(file), load_image(data / content_rel),
                           load_image(data / style_rel), enc))
 
 
 def table(results) -> str:
     rows = ["| pair @ size | tool | wall (s) | CPU (s) | CPU-time ratio | content | Gram | mean/std "
             "| Frechet | SSIM |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for key in sorted({k.split("/")[0] for k in results}):
+    for key in sorted({k.split("/", 1)[0] for k in results}):
         peer = results.get(f"{key}/pastiche", {})
-        for name in ("pastiche", "brushwork"):
+        names = sorted({k.split("/", 1)[1] for k in results if k.startswith(f"{key}/")},
+                       key=lambda n: (n != "pastiche", n != "brushwork", n))
+        for name in names:
             r = results.get(f"{key}/{name}")
             if not r or "content" not in r:
                 continue

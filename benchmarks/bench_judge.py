@@ -15,12 +15,14 @@ photos included), so the held-out photos are scikit-image photos that are not in
   verdict would rest on the palette;
 * ``content``: content distance (:func:`brushwork.eval.metrics.content_distance`) of asma, gatys
   (its defaults) and adain on the first ``--gatys-photos`` photos x ``--gatys-artists``, each
-  painting-driven method given the same held-out painting per (photo, artist);
+  painting-driven method given the same held-out painting per (photo, artist), at
+  ``--content-size`` (default ``--size``), gatys with ``--gatys-steps`` if given;
 * ``texture``: per artist, the mean high-pass correlation between asma's outputs of different
   photos against that between the photos themselves, and the same for the shapes of their
   high-pass spectra (the same texture at any position) (``--size`` square centre crops);
 * ``stroke``: the energy-weighted mean level and the peak level of the Laplacian pyramid of
-  asma's outputs at ``--stroke`` values (and of the photos).
+  asma's outputs at ``--stroke`` values (and of the photos), on the first ``--stroke-photos``
+  photos (default all).
 
 Results go to ``OUT/results.json`` part by part (a finished part is not rerun without
 ``--fresh``); the tables are printed at the end.
@@ -163,7 +165,7 @@ def part_content(args, judges, photos):
             done[(r["photo"], r["artist"])] = r
     rows = []
     for path in photos[:args.gatys_photos]:
-        x = load_image(path, args.size)
+        x = load_image(path, args.content_size or args.size)
         for artist in args.gatys_artists.split(","):
             painting = rng.choice(paintings[artist])
             if (path.stem, artist) in done:
@@ -175,6 +177,8 @@ def part_content(args, judges, photos):
                 t = time.perf_counter()
                 if name == "asma":
                     y = m.stylize(x, [], controls={"artist": artist}, seed=0)
+                elif name == "gatys" and args.gatys_steps:
+                    y = m.stylize(x, [style], controls={"steps": args.gatys_steps}, seed=0)
                 else:
                     y = m.stylize(x, [style], seed=0)
                 row[f"{name}_seconds"] = time.perf_counter() - t
@@ -209,7 +213,7 @@ def part_stroke(args, photos):
     from brushwork.eval.texture_judge import stroke_scale
     from brushwork.methods import get_method
     asma = get_method("asma")()
-    xs = [load_image(p, args.size) for p in photos]
+    xs = [load_image(p, args.size) for p in photos[:args.stroke_photos or None]]
     strokes = [float(s) for s in args.stroke.split(",")]
     out = {"photos": {"mean_level": float(np.mean([stroke_scale(x)["mean_level"] for x in xs])),
                       "peak_level": float(np.mean([stroke_scale(x)["peak_level"] for x in xs]))}}
@@ -301,7 +305,13 @@ def main():
                          "`brushwork train texture-judge --feature-set all|colour`)")
     ap.add_argument("--gatys-photos", type=int, default=3)
     ap.add_argument("--gatys-artists", default="claude_monet,vincent_van_gogh")
+    ap.add_argument("--gatys-steps", type=int, default=None,
+                    help="gatys optimisation steps per scale (default: its own, 150)")
+    ap.add_argument("--content-size", type=int, default=None,
+                    help="photo long side of the content part (default: --size)")
     ap.add_argument("--stroke", default="0.5,1,2")
+    ap.add_argument("--stroke-photos", type=int, default=None,
+                    help="photos of the stroke part (default: all the unseen photos)")
     ap.add_argument("--save-images", action="store_true", help="keep the content part's outputs")
     ap.add_argument("--fresh", action="store_true", help="rerun finished parts")
     args = ap.parse_args()

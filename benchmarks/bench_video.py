@@ -1,4 +1,4 @@
-"""Video benchmark (issue 5): warping error with and without flow consistency, and speed.
+"""Video benchmark: warping error with and without flow consistency, and speed.
 
 Builds a clip from two photos of ../shared/data/content (a slow pan and zoom across one photo,
 with a round cut-out of a second photo sliding across it, so there are real occlusions), then
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path

@@ -81,9 +81,11 @@ JOBS = [
     ("sanet.jpg", "arbitrary", "sanet", "sanet", MACHU, [KANDINSKY], {}, {}),
     ("styleswap.jpg", "arbitrary", "styleswap", "styleswap", MACHU, [KANDINSKY], {}, {}),
     ("efdm.jpg", "feature-space", "efdm", "efdm", MACHU, [KANDINSKY], {}, {}),
+    ("avatar.jpg", "feature-space", "avatar", "avatar", MACHU, [KANDINSKY], {}, {}),
     ("mst.jpg", "feature-space", "mst", "mst", MACHU, [KANDINSKY], {}, {}),
     # analogy matches the photo to the painting region by region: a house among trees
     ("analogy.jpg", "feature-space", "analogy", "analogy", BARN, [TE_FARE], {}, {}),
+    ("aams.jpg", "feature-space", "aams (3 stroke sizes)", "aams", MACHU, [KANDINSKY], {}, {}),
     ("johnson.jpg", "per-style", "johnson (Starry Night net)", "johnson", OPERA, [], {}, {}),
     ("cin_scream.jpg", "per-style", "cin `--style-id the_scream`", "cin", OPERA, [],
      dict(style_id="the_scream"), {}),

@@ -10,7 +10,7 @@ from brushwork.methods.gatys import plan_scales
 from brushwork.core.device import has_bf16
 from brushwork.core.vgg import VGG19
 
-FAST = {"steps": 12, "tol": 0, "precision": "fp32", "style_weight": 1e5}
+FAST = {"steps": 12, "fine_steps": 12, "tol": 0, "precision": "fp32", "style_weight": 1e5}
 
 
 def run(g, content, styles, seed=0, weights=None, **controls):
@@ -215,3 +215,98 @@ def test_lbfgs_that_runs_off_restarts_with_adam_and_still_stylises(gatys, conten
     totals = [e.losses["total"] for e in events if e.kind == "step"]
     assert len(totals) == 12 and totals[-1] < 0.9 * totals[0]
     assert torch.isfinite(out).all() and (out - content_img).abs().mean() > 1e-3
+
+
+# ------------------------------------------------------------------ start images, schedule
+def test_init_method_starts_from_that_methods_output(gatys, content_img, style_img):
+    from brushwork.methods.adain import AdaIN
+    expected = AdaIN().stylize(content_img, [style_img], seed=0)
+    out = gatys.stylize(content_img, [style_img], seed=0, controls={**FAST, "init": "adain",
+                                                                    "steps": 0})
+    assert torch.equal(out, expected.clamp(0, 1))
+    events = []
+    gatys.stylize(content_img, [style_img], seed=0, callback=events.append,
+                  controls={**FAST, "init": "adain", "steps": 1})
+    first = next(e for e in events if e.kind == "scale")
+    assert torch.equal(first.image, expected.clamp(0, 1))
+
+
+def test_init_content_noise_and_path_still_start_there(gatys, content_img, style_img, tmp_path):
+    from conftest import save_png
+    out = gatys.stylize(content_img, [style_img], controls={**FAST, "init": "content",
+                                                            "steps": 0})
+    assert torch.equal(out, content_img)
+    noise = gatys.stylize(content_img, [style_img], seed=1, controls={**FAST, "init": "noise",
+                                                                      "steps": 0})
+    assert diff(noise, content_img) > 0.1
+    path = save_png(style_img, tmp_path / "start.png")
+    start = gatys.stylize(content_img, [style_img], controls={**FAST, "init": str(path),
+                                                              "steps": 0})
+    assert start.shape == content_img.shape and diff(start, content_img) > 0.05
+
+
+def test_unknown_init_is_refused_before_any_work(gatys, content_img, style_img):
+    with pytest.raises(ControlError, match="init: 'nonesuch' is not content, noise, a method"):
+        gatys.stylize(content_img, [style_img], controls={"init": "nonesuch"})
+    with pytest.raises(ControlError, match="adain"):  # the message lists the methods
+        gatys.stylize(content_img, [style_img], controls={"init": "gatys"})
+    with pytest.raises(ControlError):  # a method with built-in styles cannot start it
+        gatys.stylize(content_img, [style_img], controls={"init": "johnson"})
+
+
+def test_cli_unknown_init_method_exits_2_and_writes_nothing(content_img, style_img, tmp_path,
+                                                            capsys):
+    from conftest import save_png
+    from brushwork.cli import main
+    c, s = save_png(content_img, tmp_path / "c.png"), save_png(style_img, tmp_path / "s.png")
+    out = tmp_path / "o.png"
+    code = main(["stylize", str(c), "-s", str(s), "-o", str(out), "--init", "nonesuch",
+                 "--size", "32"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("brushwork: error:") and err.count("\n") == 1, err
+    assert "nonesuch" in err and not out.exists()
+
+
+def test_cli_init_method_end_to_end(content_img, style_img, tmp_path):
+    from conftest import save_png
+    from brushwork.cli import main
+    c, s = save_png(content_img, tmp_path / "c.png"), save_png(style_img, tmp_path / "s.png")
+    out = tmp_path / "o.png"
+    assert main(["stylize", str(c), "-s", str(s), "-o", str(out), "--init", "adain",
+                 "--steps", "2", "--size", "32", "--precision", "fp32", "--quiet"]) == 0
+    assert out.exists()
+
+
+def test_first_scale_and_fine_steps(gatys, content_img, style_img):
+    events = []
+    gatys.stylize(content_img, [style_img], callback=events.append,
+                  controls={**FAST, "scales": 3, "steps": 5, "fine_steps": 2})
+    per_scale = [sum(1 for e in events if e.kind == "step" and e.scale == k) for k in range(3)]
+    assert per_scale == [5, 2, 2]
+    assert events[-1].step == events[-1].total == 9
+
+
+def test_history_size_acts(gatys, content_img, style_img):
+    a = run(gatys, content_img, [style_img], steps=8, history_size=1)
+    b = run(gatys, content_img, [style_img], steps=8, history_size=50)
+    assert diff(a, b) > 1e-4
+    with pytest.raises(ControlError):
+        run(gatys, content_img, [style_img], history_size=0)
+
+
+def test_whole_gram_loss_matches_the_gram_loss_and_its_gradient():
+    from brushwork.methods.gatys import _WholeGramLoss
+    g = torch.Generator().manual_seed(0)
+    target, feat = torch.rand(1, 6, 5, 7, generator=g), torch.rand(1, 6, 5, 7, generator=g)
+    ref, fast = L.GramLoss(target), _WholeGramLoss(target)
+    a, b = feat.clone().requires_grad_(True), feat.clone().requires_grad_(True)
+    la, lb = ref(a), fast(b)
+    la.backward()
+    lb.backward()
+    assert torch.allclose(la, lb, rtol=1e-5) and float(la.detach()) > 0
+    assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-9)
+    mask = torch.zeros(1, 1, 5, 7)
+    mask[..., :3] = 1
+    masked = _WholeGramLoss(target)
+    masked.mask = mask
+    assert torch.allclose(masked(feat), L.GramLoss(target, mask=mask)(feat))

@@ -1,4 +1,4 @@
-"""Trainers of issue 4 end to end on tiny generated images: johnson, cin (+ add-style), asma,
+"""Trainers end to end on tiny generated images: johnson, cin (+ add-style), asma,
 classifier; resuming; new-style fine-tuning touches only that style's parameters."""
 import argparse
 

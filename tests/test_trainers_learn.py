@@ -57,7 +57,9 @@ def test_every_trainer_is_covered():
     covered = {"adain", "wct", "linear", "sanet", "distill", "johnson", "cin", "asma",
                "classifier",
                "etnet",  # etnet's learning test: tests/test_etnet.py
-               "texture-judge"}  # tests/test_texture_judge.py
+               "texture-judge",  # tests/test_texture_judge.py
+               "avatar",  # tests/test_avatar.py
+               "aams"}  # tests/test_aams.py
     assert set(TRAINERS) == covered
 
 

@@ -1,4 +1,4 @@
-"""Video I/O, the stylisation pipeline and temporal consistency (issue 5).
+"""Video I/O, the stylisation pipeline and temporal consistency.
 
 Clips are built here with PyAV: a textured square moving over a textured background, 64x48,
 10 frames at 12 fps, with a 440 Hz tone. Methods are tiny deterministic Stylizers defined below,

@@ -5,28 +5,68 @@ and no output file; the library raises, this package prints.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 
 from .. import __version__
 from ..errors import BrushworkError
-from . import eval as eval_cmd, harmonize, stylize, train, video
-from . import serve
 from .common import EXIT_USAGE, Parser
 
+# command -> the module of this package that adds its parser, in `brushwork --help` order. A
+# command line names one command: only that module is imported and only its parser is built
+# (each module imports what its commands use: the trainers, video, the studio), so a stylise
+# does not load the training code.
+COMMANDS = {
+    "stylize": "stylize", "methods": "stylize", "demo": "stylize",
+    "video": "video",
+    "sheet": "eval", "eval": "eval",
+    "train": "train",
+    "harmonize": "harmonize",
+    "serve": "serve",
+}
 
-def build_parser() -> Parser:
+
+def _add(module: str, sub) -> None:
+    mod = importlib.import_module(f"{__name__}.{module}")
+    if module == "stylize":
+        mod.add_parsers(sub)
+    elif module == "eval":
+        mod.add_parsers(sub, Parser)
+    elif module == "train":
+        mod.add_parser(sub, Parser)
+    else:
+        mod.add_parser(sub)
+
+
+def command_of(argv) -> str | None:
+    """The command a command line names (its first word that is not an option; the top-level
+    options take no values), or None."""
+    for a in argv:
+        if a == "--":
+            return None
+        if not a.startswith("-"):
+            return a
+    return None
+
+
+def build_parser(command: str | None = None, *, commands: bool = True) -> Parser:
+    """The ``brushwork`` parser: with ``command`` (one of :data:`COMMANDS`) only that command's
+    module adds its parser(s); otherwise every command is there (``brushwork --help``), or none
+    with ``commands=False`` (``brushwork --version``)."""
     p = Parser(prog="brushwork", description="Neural style transfer: repaint photos in the "
                "style of paintings.")
     p.add_argument("--version", action="version", version=f"brushwork {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    stylize.add_parsers(sub)
-    video.add_parser(sub)
-    eval_cmd.add_parsers(sub, Parser)
-    train.add_parser(sub, Parser)
-    harmonize.add_parser(sub)
-    serve.add_parser(sub)
+    if not commands:
+        modules = []
+    elif command in COMMANDS:
+        modules = [COMMANDS[command]]
+    else:
+        modules = dict.fromkeys(COMMANDS.values())
+    for module in modules:
+        _add(module, sub)
     return p
 
 
@@ -39,7 +79,8 @@ def _terminate(signum, frame):
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_of(words), commands=words != ["--version"])
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # usage errors (one line, code 2), --help and --version (code 0)

@@ -45,6 +45,9 @@ def _add_video_arguments(p) -> None:
     p.add_argument("--fps", type=validate.float_arg(0.0, 1000.0, low_open=True), default=None,
                    help="frame rate when IN is a folder of frames (default 25)")
     p.add_argument("--no-audio", action="store_true", help="drop the audio track")
+    p.add_argument("--timings", action="store_true",
+                   help="print the time per frame of each stage (decode, model, flow, masks, "
+                        "warp/blend, encode) at the end")
     p.add_argument("--threads", type=validate.int_arg(1, 256, "--threads"), default=None,
                    help="threads for the model (default: one per core); frames are decoded "
                         "and encoded in two more threads beside it")
@@ -70,6 +73,8 @@ def cmd_video(args) -> int:
     out = with_progress(args, "frame", lambda bar: run(args, collect_controls(args), bar))
     if not args.quiet:
         print(out["message"])
+    if args.timings:
+        print(out["stages_table"])
     return 0
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from functools import lru_cache
 
 import torch
 
@@ -45,13 +46,18 @@ def has_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return False
+    return cpu_has_bf16()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU has AMX-BF16 or AVX512-BF16 (read once per process)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
-
 
 
 def autocast(device: torch.device, enabled: bool = True):

@@ -12,11 +12,12 @@ import math
 import numbers
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from ..errors import BrushworkError, ControlError, ImageError, ResourceError
+
+if TYPE_CHECKING:  # torch loads on first use: the argparse types need none of it
+    import torch
 
 MIN_SIDE = 16      # smallest image side (pixels) any method works on
 MAX_SIDE = 16384   # largest output long side (pixels)
@@ -54,6 +55,8 @@ def check_size(value, what: str = "size", *, keep: bool = True) -> int | None:
 def check_image_tensor(x, what: str = "image") -> torch.Tensor:
     """An image tensor as every method takes it: (1, 3, H, W) (or (N, 3, H, W)) floats, with
     pixels (H, W > 0). Checked before any resizing, so an empty image fails here."""
+    import torch
+
     if not isinstance(x, torch.Tensor):
         raise ImageError(f"{what} must be an image tensor, got {type(x).__name__}")
     if x.dim() != 4 or x.shape[1] != 3:

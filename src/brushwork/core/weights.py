@@ -1,7 +1,9 @@
 """Weight files: safetensors only (no pickle), sha256-checked when shipped, written atomically.
 
 Shipped files live in ``src/brushwork/weights``; ``MANIFEST.json`` there maps each to its sha256
-and provenance (data, recipe, steps, crop, time, hardware). A model's tensors are stored flat
+and provenance (data, recipe, steps, crop, time, hardware). A file's sha256 is computed once per
+process and file version (path, size, modification time) and the manifest read once per version,
+so a process that loads a model several times hashes it once. A model's tensors are stored flat
 under ``<part>.<param>`` names (:func:`prefixed_state`, :func:`load_prefixed`), with string
 metadata describing the architecture (``method``, ``level``, ``width``, ...).
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -20,18 +23,34 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 MANIFEST = WEIGHTS_DIR / "MANIFEST.json"
 
 
+def _version(path) -> tuple[str, int, int] | None:
+    """(absolute path, size, mtime in ns) of a file, or None if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return os.path.abspath(path), st.st_size, st.st_mtime_ns
+
+
+_manifest_cache: dict[tuple, dict] = {}
+
+
 def read_manifest() -> dict:
     """file name -> manifest row of every shipped weight file."""
-    if not MANIFEST.exists():
+    key = _version(MANIFEST)
+    if key is None:
         return {}
-    try:
-        data = json.loads(MANIFEST.read_text())
-    except ValueError as e:
-        raise BrushworkError(f"{MANIFEST}: not valid JSON ({e})") from None
-    rows = data.get("weights", data) if isinstance(data, dict) else data
-    if isinstance(rows, dict):
-        return rows
-    return {row["file"]: row for row in rows}
+    if key not in _manifest_cache:
+        try:
+            data = json.loads(MANIFEST.read_text())
+        except ValueError as e:
+            raise BrushworkError(f"{MANIFEST}: not valid JSON ({e})") from None
+        rows = data.get("weights", data) if isinstance(data, dict) else data
+        if not isinstance(rows, dict):
+            rows = {row["file"]: row for row in rows}
+        _manifest_cache.clear()
+        _manifest_cache[key] = rows
+    return dict(_manifest_cache[key])
 
 
 def shipped_path(filename: str) -> Path | None:
@@ -59,12 +78,22 @@ def resolve_weights(weights, default_file: str, train_hint: str) -> Path:
     return path
 
 
+_sha256_cache: dict[tuple, str] = {}
+
+
 def sha256_file(path) -> str:
+    """The file's sha256 (hex), computed once per (path, size, modification time)."""
+    key = _version(path)
+    if key is not None and key in _sha256_cache:
+        return _sha256_cache[key]
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
+    digest = h.hexdigest()
+    if key is not None and key == _version(path):  # unchanged while it was read
+        _sha256_cache[key] = digest
+    return digest
 
 
 def save_weights(tensors: dict[str, torch.Tensor], path, *, fp16: bool = False,

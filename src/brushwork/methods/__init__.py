@@ -18,6 +18,8 @@ from .johnson import Johnson
 from .cin import CIN
 from .asma import Asma
 from .analogy import Analogy
+from .aams import AAMS
+from .avatar import Avatar
 
 METHODS = {
     "gatys": Gatys,
@@ -33,6 +35,8 @@ METHODS = {
     "cin": CIN,
     "asma": Asma,
     "analogy": Analogy,
+    "avatar": Avatar,
+    "aams": AAMS,
 }
 
 

@@ -229,6 +229,15 @@ def encode_big(enc, x: torch.Tensor, layer: str, bf16: bool, stride: int) -> tor
     return out
 
 
+def encode_layers_big(enc, x: torch.Tensor, layers, bf16: bool) -> dict[str, torch.Tensor]:
+    """``{layer: encode_big(enc, x, layer)}``: one encoder run for all layers when ``x`` is
+    small enough to encode whole, tiled per layer otherwise."""
+    h, w = x.shape[-2:]
+    if h * w <= TILE_PIXELS:
+        return encode(enc, x, list(layers), bf16)
+    return {layer: encode_big(enc, x, layer, bf16, LAYER_STRIDE[layer]) for layer in layers}
+
+
 def decode_big(dec, feat: torch.Tensor, bf16: bool, stride: int) -> torch.Tensor:
     """``decode(dec, feat)``, tiled when the output would be large."""
     h, w = feat.shape[-2:]
@@ -270,6 +279,18 @@ class FeedForward:
     def passes(self, c: dict) -> list[Pass]:
         raise NotImplementedError
 
+    def pass_decoder(self, p: Pass, cf: dict, sfs: list, masks, weights, c: dict):
+        """The network that decodes pass ``p``'s blended features: ``p.decoder``. A decoder
+        that also reads per-level encoder features (avatar's skip connections) binds the
+        content's ``cf`` and the styles' ``sfs`` (dicts over ``p.layers``), the masks and the
+        weights here."""
+        return p.decoder
+
+    def style_features(self, style: torch.Tensor, p: Pass, c: dict) -> dict:
+        """The style features pass ``p``'s transform reads: the encoder at ``p.layers``. A
+        transform that needs more (aams: the style at several scales) adds them here."""
+        return encode(self.encoder, style, list(p.layers), self.bf16)
+
     def transform(self, cf: dict, sf: dict, mask, c: dict, state: dict) -> torch.Tensor:
         """Target features at ``layers[0]`` for content features ``cf`` and style features
         ``sf`` (dicts over the pass's layers); ``mask``: this style's region or None; ``state``:
@@ -300,13 +321,14 @@ class FeedForward:
         pm = None if masks is None else [with_border(m, b, mult) for m in masks]
         states = [{} for _ in styles]
         for i, p in enumerate(passes):
-            cf = {layer: encode_big(self.encoder, x, layer, self.bf16, LAYER_STRIDE[layer])
-                  for layer in p.layers}
-            targets = [self.transform(cf, encode(self.encoder, s, list(p.layers), self.bf16),
-                                      None if pm is None else pm[j], c, states[j])
-                       for j, s in enumerate(styles)]
+            cf = encode_layers_big(self.encoder, x, p.layers, self.bf16)
+            sfs = [self.style_features(s, p, c) for s in styles]
+            targets = [self.transform(cf, sf, None if pm is None else pm[j], c, states[j])
+                       for j, sf in enumerate(sfs)]
             t = combine(cf[p.layers[0]], targets, weights, pm, c["strength"])
-            x = decode_big(p.decoder, t, self.bf16, LAYER_STRIDE[p.layers[0]])
+            dec = self.pass_decoder(p, cf, sfs, pm, weights, c)
+            del sfs
+            x = decode_big(dec, t, self.bf16, LAYER_STRIDE[p.layers[0]])
             emit(callback, Progress(self.name, "step", i + 1, len(passes), elapsed=clock()))
         out = finish(x[..., b:b + hw[0], b:b + hw[1]], hw, content_rgb)
         emit(callback, Progress(self.name, "done", len(passes), len(passes), size=hw,
@@ -407,7 +429,7 @@ class FeedForward:
         tile_states = [[{} for _ in styles] for _ in grid]  # for transforms run per tile
         cur, done = content, 0
         for i, p in enumerate(passes):
-            sfs = [encode(self.encoder, s, list(p.layers), self.bf16) for s in styles]
+            sfs = [self.style_features(s, p, c) for s in styles]
             maps = self._thumbnail_maps(cur, sfs, masks, c, p, plan.mult)
             emit(callback, Progress(self.name, "scale", done, total, i, len(passes), (h, w),
                                     elapsed=clock(), message=tiles_message(grid)))

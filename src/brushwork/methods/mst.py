@@ -24,7 +24,6 @@ next-best label): whitening needs at least two positions. With ``clusters=1`` th
 """
 from __future__ import annotations
 
-import maxflow.fastmin
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,6 +61,8 @@ def graph_cut(cost: torch.Tensor, smoothness: float) -> torch.Tensor:
     k = cost.shape[-1]
     if k == 1:
         return torch.zeros(cost.shape[:2], dtype=torch.long, device=cost.device)
+    import maxflow.fastmin  # PyMaxflow: loaded by the one method that uses it
+
     unary = np.ascontiguousarray(cost.detach().cpu().double().numpy())
     potts = float(smoothness) * (1.0 - np.eye(k))
     labels = maxflow.fastmin.aexpansion_grid(unary, potts)

@@ -5,6 +5,8 @@
 """
 from . import adain, asma, cin, classifier, distill, etnet, johnson, linear, sanet, wct
 from . import texture_judge
+from . import avatar
+from . import aams
 
 TRAINERS = {
     "adain": adain,
@@ -18,4 +20,6 @@ TRAINERS = {
     "asma": asma,
     "classifier": classifier,
     "texture-judge": texture_judge,
+    "avatar": avatar,
+    "aams": aams,
 }

@@ -36,8 +36,17 @@ class Paintings:
             self.images += imgs
             self.labels += [label] * len(imgs)
 
-    def sample(self, size: int, batch: int, g: torch.Generator):
-        idx = torch.randint(len(self.images), (batch,), generator=g).tolist()
+    def sample(self, size: int, batch: int, g: torch.Generator, balanced: bool = False):
+        """``batch`` random crops and their artist labels. Each painting equally likely, or
+        with ``balanced`` (ours) each artist equally likely, then each of their paintings."""
+        if balanced:
+            by_artist = [[i for i, a in enumerate(self.labels) if a == k]
+                         for k in range(len(self.artists))]
+            picks = torch.randint(len(self.artists), (batch,), generator=g).tolist()
+            idx = [by_artist[k][int(torch.randint(len(by_artist[k]), (), generator=g))]
+                   for k in picks]
+        else:
+            idx = torch.randint(len(self.images), (batch,), generator=g).tolist()
         crops = torch.cat([training.sample_batch([self.images[i]], size, 1, g) for i in idx])
         return crops, torch.tensor([self.labels[i] for i in idx])
 
@@ -214,6 +223,10 @@ def add_arguments(p) -> None:
                    help="ours: the --classifier term sees G's output resized by a random factor "
                         "in [LO, HI] each step (default 1,1: as generated), so that what it "
                         "learns must hold at the scales the classifier judges whole images at")
+    p.add_argument("--balance-artists", action="store_true",
+                   help="ours: draw each batch's artists uniformly (then one of their paintings) "
+                        "instead of each painting equally often, so artists with few paintings "
+                        "are trained and discriminated as often as the others")
     p.add_argument("--init", default=None, metavar="WEIGHTS",
                    help="ours: start the generator (and its average) from an asma weight file "
                         "(a path or a shipped file name) with the same network and artists; "
@@ -300,6 +313,7 @@ def run(args, callback=None) -> dict:
     if targets is not None:
         extra["artist_stats"] = {k: v.cpu() for k, v in targets.items()}
     warmup, total = cfg["warmup"], cfg["warmup"] + args.steps
+    balanced = bool(getattr(args, "balance_artists", False))
     clock, log = Clock(), {}
     G.train()
     D.train()
@@ -319,7 +333,7 @@ def run(args, callback=None) -> dict:
             for k in range(cfg["d_steps"]):
                 gd = training.step_generator(args.seed, step, stream=k + 1)
                 xd = training.sample_batch(photos, size, batch, gd).to(device) * 2 - 1
-                real, ids = paintings.sample(size, batch, gd)
+                real, ids = paintings.sample(size, batch, gd, balanced)
                 yd = one_hot_styles(ids, n).to(device)
                 with torch.no_grad(), autocast(device, args.bf16):
                     fake = G(xd, yd).float()
@@ -331,7 +345,7 @@ def run(args, callback=None) -> dict:
                 d_loss.backward()
                 opt_d.step()
                 log["d_hinge"] = float(d_loss.detach())
-            real, ids = paintings.sample(size, batch, g)
+            real, ids = paintings.sample(size, batch, g, balanced)
             y = one_hot_styles(ids, n).to(device)
             with autocast(device, args.bf16):
                 out = G(x, y)

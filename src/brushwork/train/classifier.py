@@ -44,18 +44,26 @@ def extract(vgg, items, size, crops: int, seed: int, callback=None, what="featur
 
 def fit_head(model: ArtistClassifier, feats, labels, *, epochs=300, lr=1e-3, weight_decay=1e-2,
              batch=256, seed=0):
-    """Plain minibatch AdamW on precomputed features; returns the final training loss."""
+    """Plain minibatch AdamW on precomputed features (the head, and the SRM blocks of an SRM
+    classifier); returns the final training loss.
+
+    The standardisation moments are those of the statistics the head first sees: the raw
+    ones, or with SRM those of the feature maps under the initial gates (all 0.5)."""
     g = torch.Generator().manual_seed(seed)
-    logf = torch.log1p(feats.clamp_min(0))
+    model.eval()
+    with torch.no_grad():
+        logf = torch.log1p(model.recalibrate(feats).clamp_min(0))
     model.feat_mean.copy_(logf.mean(0))
     model.feat_std.copy_(logf.std(0).clamp_min(0.05))
-    opt = torch.optim.AdamW(model.head.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     model.train()
     loss = torch.tensor(0.0)
     for _ in range(epochs):
         order = torch.randperm(len(feats), generator=g)
         for i in range(0, len(feats), batch):
             idx = order[i:i + batch]
+            if model.srm is not None and len(idx) < 2:
+                continue  # batch norm needs two samples
             loss = F.cross_entropy(model(feats[idx]), labels[idx], label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
@@ -103,6 +111,16 @@ def add_arguments(p):
     p.add_argument("--cache", default=None, help="optional .pt file caching the VGG features")
     p.add_argument("--final", action="store_true",
                    help="after reporting held-out accuracy, refit on all paintings")
+    p.add_argument("--srm", action="store_true",
+                   help="SRM blocks (style-based recalibration: a per-channel gate from the "
+                        "channel's mean and std) on the VGG feature maps before their pooling")
+    p.add_argument("--fit-seed", type=int, default=None,
+                   help="seed of the head's initialisation and minibatch order (default: "
+                        "follows --seed); the split and crops stay those of --seed")
+    p.add_argument("--fp16", action="store_true", help="save the weights as fp16")
+    p.add_argument("--train-per-artist", type=int, default=None, metavar="N",
+                   help="train on only the first N training paintings of each artist (in the "
+                        "split's seeded order); the held-out paintings stay the same")
 
 
 def run(args, callback=None) -> dict:
@@ -112,12 +130,24 @@ def run(args, callback=None) -> dict:
     layers = parse_layers(args.layers)
     folders = artist_folders(args.styles, args.min_images)
     train, test = split_by_painting(folders, args.holdout, args.seed)
+    per_artist = getattr(args, "train_per_artist", None)
+    if per_artist is not None:
+        if per_artist < 1:
+            raise BrushworkError(f"--train-per-artist must be at least 1, got {per_artist}")
+        counts, kept = {}, []
+        for f, y in train:
+            counts[y] = counts.get(y, 0) + 1
+            if counts[y] <= per_artist:
+                kept.append((f, y))
+        train = kept
     vgg = VGG19(last_layer=layers[-1], autocast=has_bf16(torch.device("cpu")))
     cache = Path(args.cache) if args.cache else None
     key = {"styles": str(Path(args.styles).resolve()), "size": args.size, "crops": args.crops,
            "holdout": args.holdout, "seed": args.seed, "classes": list(folders)}
     if layers != FEATURE_LAYERS:
         key["layers"] = list(layers)
+    if per_artist is not None:
+        key["train_per_artist"] = per_artist
     data = None
     if cache is not None and cache.exists():
         data = torch.load(cache, weights_only=True)
@@ -134,19 +164,29 @@ def run(args, callback=None) -> dict:
         if cache is not None:
             with atomic_write(cache) as f:
                 torch.save(data, f)
-    model = ArtistClassifier(list(folders), hidden=args.hidden, size=args.size, layers=layers)
-    loss = fit_head(model, data["xtr"], data["ytr"], epochs=args.epochs, seed=args.seed)
+    srm = bool(getattr(args, "srm", False))
+    fit_seed = getattr(args, "fit_seed", None)
+    if fit_seed is not None:
+        torch.manual_seed(fit_seed)
+    else:
+        fit_seed = args.seed
+    model = ArtistClassifier(list(folders), hidden=args.hidden, size=args.size, layers=layers,
+                             srm=srm)
+    loss = fit_head(model, data["xtr"], data["ytr"], epochs=args.epochs, seed=fit_seed)
     table = accuracy_table(model, data["xte"], data["yte"]) if len(data["yte"]) else {}
     if args.final and len(data["yte"]):
         model = ArtistClassifier(list(folders), hidden=args.hidden, size=args.size,
-                                 layers=layers)
+                                 layers=layers, srm=srm)
         fit_head(model, torch.cat([data["xtr"], data["xte"]]),
-                 torch.cat([data["ytr"], data["yte"]]), epochs=args.epochs, seed=args.seed)
+                 torch.cat([data["ytr"], data["yte"]]), epochs=args.epochs, seed=fit_seed)
     extra = {"heldout_accuracy": json.dumps(table), "n_train": str(len(train)),
              "n_heldout": str(len(test)), "final_refit": str(bool(args.final)),
-             "holdout": str(args.holdout), "seed": str(args.seed)}
-    model.save(args.out, extra)
-    result = {"accuracy": table, "out": str(args.out), "classes": list(folders),
+             "holdout": str(args.holdout), "seed": str(args.seed), "fit_seed": str(fit_seed)}
+    if per_artist is not None:
+        extra["train_per_artist"] = str(per_artist)
+    sha = model.save(args.out, extra, fp16=bool(getattr(args, "fp16", False)))
+    result = {"accuracy": table, "out": str(args.out), "sha256": sha, "classes": list(folders),
+              "architecture": model.architecture,
               "n_train": len(train), "n_heldout": len(test), "train_loss": loss,
               "seconds": clock()}
     emit(callback, Progress("classifier", "done", 1, 1, elapsed=clock(),

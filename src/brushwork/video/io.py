@@ -16,6 +16,7 @@ through :class:`~brushwork.temporal.TemporalStylizer` for temporal consistency, 
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -25,7 +26,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
 import torch
 
 from ..errors import BrushworkError
@@ -358,7 +358,9 @@ class VideoWriter:
             self.stream.pix_fmt = "yuvj420p" if encoder == "mjpeg" else "yuv420p"
             self.stream.codec_context.time_base = 1 / self.fps
             if encoder in ("libx264", "libx265"):
-                self.stream.options = {"crf": str(crf), "preset": "medium"}
+                # "veryfast": at the same crf, files within a few per cent of "medium" in
+                # size for stylised frames, at under half the encoding time
+                self.stream.options = {"crf": str(crf), "preset": "veryfast"}
             elif encoder == "libvpx-vp9":
                 self.stream.options = {"crf": str(crf + 13), "b": "0"}
             else:
@@ -373,11 +375,11 @@ class VideoWriter:
 
     def write(self, frame: torch.Tensor) -> None:
         av = _av()
-        if not torch.isfinite(frame).all():
+        f = frame[0].detach().float()
+        if not math.isfinite(float(f.sum(dtype=torch.float64))):  # NaN/inf anywhere: so is the sum
             raise VideoError("a stylised frame contains NaN or infinite values; not writing it")
-        a = (frame[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255.0)
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(a.round().astype(np.uint8)),
-                                        format="rgb24")
+        a = f.clamp(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).contiguous()
+        vf = av.VideoFrame.from_ndarray(a.cpu().numpy(), format="rgb24")
         if (vf.height, vf.width) != (self.stream.height, self.stream.width):
             raise VideoError(f"frame {self.n} is {vf.width}x{vf.height}, expected "
                              f"{self.stream.width}x{self.stream.height}")

@@ -1,0 +1,182 @@
+"""`brushwork train avatar`: the Avatar-Net decoder (Sheng et al. 2018).
+
+Image reconstruction with the style image equal to the content, as in the paper: the decorator
+is then the identity, so the decoder learns to invert relu4_1 features while its skip
+connections (AdaIN to the image's own relu3_1, relu2_1, relu1_1 features) are in place. Loss:
+pixel MSE (0-255 scale) + ``--perceptual-weight`` x the relative MSE of VGG19 relu1_1..relu4_1
+features of output and input (+ optional total variation). Photos (``--content``) and paintings
+(``--styles``) are one pool of training images.
+
+The decoder starts from the layers of ``--init`` whose shapes match (default: the relu4_1
+decoder of the shipped wct weights, the same architecture; an adain relu3_1 file fills the
+last five convolutions), so a short run suffices.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.device import autocast
+from ..core.losses import relative_mse, tv_loss
+from ..core.protocol import Clock, emit
+from ..core.vgg import VGG19
+from ..core.weights import load_weights, prefixed_state, resolve_weights, save_weights
+from ..errors import BrushworkError
+from ..methods import feedforward as ff
+from ..methods.avatar import LAYER, LAYERS, AvatarDecoder, FusedDecoder, decorate, self_fuse
+from . import common as training
+
+PERCEPTUAL_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
+DEFAULT_INIT = "wct_vgg.safetensors"
+
+
+def add_arguments(parser) -> None:
+    training.add_common_arguments(parser, size=256, batch=4, steps=400, lr=1e-4)
+    parser.add_argument("--pixel-weight", type=float, default=1.0,
+                        help="weight of the pixel MSE (0-255 scale)")
+    parser.add_argument("--perceptual-weight", type=float, default=1000.0,
+                        help="weight of the VGG feature loss (relative MSE, relu1_1..relu4_1)")
+    parser.add_argument("--tv-weight", type=float, default=0.0)
+    parser.add_argument("--init", default=DEFAULT_INIT,
+                        help="weight file whose decoder convolutions of matching shape start "
+                             "the decoder (a wct file's relu4_1 decoder, or an adain file's); "
+                             "'none' = random")
+    parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
+
+
+def _convs(module: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def init_from(dec: AvatarDecoder, path) -> int:
+    """Copy into ``dec`` the convolutions of the decoder in weight file ``path`` (``decoder4.*``
+    of a wct file, else ``decoder.*``), aligned from the output end, wherever the shapes match;
+    returns how many were copied."""
+    state, _ = load_weights(path)
+    prefix = "decoder4" if any(k.startswith("decoder4.") for k in state) else "decoder"
+    convs = {}
+    for k, v in state.items():
+        if k.startswith(prefix + "."):
+            idx, name = k[len(prefix) + 1:].split(".", 1)
+            convs.setdefault(int(idx), {})[name] = v
+    if not convs:
+        raise BrushworkError(f"{path}: no decoder tensors to start from")
+    src = [convs[i] for i in sorted(convs)]
+    dst = _convs(dec)
+    copied = 0
+    for s, d in zip(reversed(src), reversed(dst)):
+        if s.get("weight") is not None and s["weight"].shape == d.weight.shape:
+            with torch.no_grad():
+                d.weight.copy_(s["weight"])
+                d.bias.copy_(s["bias"])
+            copied += 1
+    return copied
+
+
+def losses(enc, dec, images, bf16, device, pw, fw, tw):
+    """(total, parts, reconstruction) for a batch: the decoder inverts the images' relu4_1
+    features with AdaIN skip connections to their own features."""
+    with torch.no_grad():
+        feats = ff.encode(enc, images, PERCEPTUAL_LAYERS, bf16)
+    with autocast(device, bf16):
+        out = dec(feats[LAYER], self_fuse(feats)).float()
+    lp = F.mse_loss(out, images) * 255.0 ** 2
+    of = ff.encode(enc, out, PERCEPTUAL_LAYERS, bf16)
+    lf = sum(relative_mse(of[k], feats[k]) for k in PERCEPTUAL_LAYERS) / len(PERCEPTUAL_LAYERS)
+    total = pw * lp + fw * lf
+    parts = {"pixel": float(lp.detach()), "perceptual": float(lf.detach())}
+    if tw:
+        lt = tv_loss(out)
+        total = total + tw * lt
+        parts["tv"] = float(lt.detach())
+    parts["total"] = float(total.detach())
+    return total, parts, out
+
+
+@torch.no_grad()
+def stylize_batch(enc, dec, contents, styles, bf16, patch: int = 3) -> torch.Tensor:
+    """Avatar stylisation of each (content, style) pair of two batches (for sample grids)."""
+    outs = []
+    for c, s in zip(contents, styles):
+        cf = ff.encode(enc, c[None], list(LAYERS), bf16)
+        sf = ff.encode(enc, s[None], list(LAYERS), bf16)
+        t = decorate(cf[LAYER], sf[LAYER], patch)
+        fused = FusedDecoder(dec, cf, [sf], [1.0], None, 1.0)
+        outs.append(ff.decode(fused, t, bf16))
+    return torch.cat(outs).clamp(0, 1)
+
+
+def run(args, callback=None) -> Path:
+    """Train an Avatar-Net decoder; returns the path of the weight file written."""
+    device, bf16 = training.start_run(args)
+    for name in ("pixel_weight", "perceptual_weight", "tv_weight"):
+        if getattr(args, name) < 0:
+            raise BrushworkError(f"--{name.replace('_', '-')} must not be negative")
+    contents, styles = training.load_training_data(args)
+    pool = contents + styles
+    enc = VGG19(device=device, autocast=bf16, last_layer=LAYER)
+    dec = AvatarDecoder().to(device)
+    init = "none"
+    if str(args.init).lower() != "none":
+        path = resolve_weights(args.init, args.init, TRAIN_HINT_INIT)
+        init = f"{Path(path).name} ({init_from(dec, path)} of 9 convolutions)"
+    opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
+    ckpt = training.checkpoint_path(args)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    step = 0
+    if args.resume:
+        step = training.load_checkpoint(ckpt, models={"decoder": dec},
+                                        optimizers={"decoder": opt}, lr=args.lr)["step"]
+    it = training.batches(pool, args.size, args.batch, args.seed, start_step=step, stream=0)
+    fixed = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
+    fixed_s = training.sample_batch(styles, args.size, 4,
+                                    training.step_generator(args.seed, 0, 10))
+    clock, t_start = Clock(), step
+    dec.train()
+    parts = {}
+    while step < args.steps:
+        images = next(it).to(device)
+        total, parts, _ = losses(enc, dec, images, bf16, device, args.pixel_weight,
+                                 args.perceptual_weight, args.tv_weight)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        step += 1
+        if training.after_step("avatar", args, step, t_start, total, parts, clock, callback,
+                               ckpt, models={"decoder": dec}, optimizers={"decoder": opt},
+                               config=config):
+            dec.eval()
+            with torch.no_grad():
+                _, _, rec = losses(enc, dec, fixed.to(device), bf16, device, 1.0, 1.0, 0.0)
+                sty = stylize_batch(enc, dec, fixed.to(device), fixed_s.to(device), bf16)
+            dec.train()
+            training.save_grid([fixed, rec.clamp(0, 1), fixed_s, sty],
+                               ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
+    meta = {"method": "avatar", "encoder": "vgg", "width": "1.0", "steps": str(step),
+            "crop": str(args.size), "batch": str(args.batch), "lr": str(args.lr),
+            "pixel_weight": str(args.pixel_weight),
+            "perceptual_weight": str(args.perceptual_weight), "tv_weight": str(args.tv_weight),
+            "init": init}
+    save_weights(prefixed_state("decoder", dec.eval()), args.out, fp16=args.fp16, metadata=meta)
+    emit(callback, training.train_event("avatar", step, args.steps, parts, clock(),
+                                        f"wrote {args.out}", kind="done"))
+    return Path(args.out)
+
+
+TRAIN_HINT_INIT = "pass --init PATH (a wct or adain weight file) or --init none"
+
+
+def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
+    """Write the decoder of a training checkpoint as a weight file; returns its sha256."""
+    probe = training.load_checkpoint_config(checkpoint)
+    dec = AvatarDecoder()
+    info = training.load_checkpoint(checkpoint, models={"decoder": dec})
+    meta = {"method": "avatar", "encoder": "vgg", "width": "1.0", "steps": str(info["step"]),
+            "crop": str(probe.get("size")), "batch": str(probe.get("batch")),
+            "lr": str(probe.get("lr")), "pixel_weight": str(probe.get("pixel_weight")),
+            "perceptual_weight": str(probe.get("perceptual_weight")),
+            "tv_weight": str(probe.get("tv_weight")), **(extra_meta or {})}
+    return save_weights(prefixed_state("decoder", dec), out, fp16=fp16, metadata=meta)

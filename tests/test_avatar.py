@@ -1,0 +1,273 @@
+"""Avatar-Net: the style decorator, the decoder's skip connections, the method, the trainer, the CLI."""
+import argparse
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brushwork.cli import main
+from brushwork.core import blocks
+from brushwork.errors import BrushworkError, ControlError
+from brushwork.core.weights import prefixed_state, resolve_weights, save_weights
+from brushwork.methods.avatar import (Avatar, AvatarDecoder, decorate,
+                                      skip_channels)
+from brushwork.train import avatar as trainer
+
+from _arbitrary_util import check_weights_and_masks, image, lively, save_tiny
+
+ENC_W = 1 / 16  # small encoder and decoder: 4/8/16/32 channels at relu1_1..relu4_1
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A seeded avatar weight file: small encoder (width 1/16) and a decoder of the same width
+    (its last two convs scaled up so the skip-normalised features reach the output)."""
+    path = tmp_path_factory.mktemp("avatar") / "avatar_tiny.safetensors"
+    torch.manual_seed(0)
+    enc = lively(blocks.SmallEncoder(4, ENC_W))
+    dec = lively(AvatarDecoder(ENC_W, enc.channels["relu4_1"]))
+    for conv in [m for m in dec if isinstance(m, torch.nn.Conv2d)][-2:]:
+        conv.weight.data *= 10
+    state = {**prefixed_state("encoder", enc), **prefixed_state("decoder", dec)}
+    save_weights(state, path, metadata={"method": "avatar", "width": str(ENC_W),
+                                        "encoder": "small", "encoder_level": "4",
+                                        "encoder_width": str(ENC_W)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(tiny):
+    return Avatar(weights=str(tiny), bf16=False)
+
+
+# ----------------------------------------------------------------------------- the decorator
+def _feat(c=8, h=10, w=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(1, c, h, w, generator=g) * 3 + torch.arange(c).view(1, c, 1, 1)).relu()
+
+
+@pytest.mark.parametrize("patch", [1, 3])
+def test_decorating_with_the_content_itself_gives_the_content_back(patch):
+    f = _feat()
+    out = decorate(f, f, patch)
+    assert out.shape == f.shape
+    torch.testing.assert_close(out, f, atol=1e-4, rtol=1e-4)
+
+
+def test_decorating_with_shuffled_positions_gives_the_content_back():
+    # same statistics, positions permuted: every whitened position finds its own twin
+    f = _feat(seed=1)
+    perm = torch.randperm(120, generator=torch.Generator().manual_seed(2))
+    style = f.flatten(2)[..., perm].view(1, 8, 8, 15)
+    torch.testing.assert_close(decorate(f, style, 1), f, atol=1e-4, rtol=1e-4)
+
+
+def test_decorated_features_take_the_style_values():
+    # patch 1: every output position is a style position (whitened, coloured back: exactly it)
+    f, s = _feat(seed=3), _feat(h=9, w=7, seed=4)
+    out = decorate(f, s, 1)[0].flatten(1).T
+    dist = torch.cdist(out.double(), s[0].flatten(1).T.double())
+    assert float(dist.min(1).values.max()) < 1e-3
+    assert not torch.allclose(out, f[0].flatten(1).T)
+
+
+# ----------------------------------------------------------------------------- the decoder
+def test_decoder_has_the_plain_decoders_tensors_and_skip_channels():
+    dec = AvatarDecoder()
+    assert list(dec.state_dict()) == list(blocks.decoder(4).state_dict())
+    assert skip_channels(dec) == {"relu3_1": 256, "relu2_1": 128, "relu1_1": 64}
+    x = torch.rand(1, 512, 3, 4)
+    seen = []
+    out = dec(x, lambda layer, d: seen.append((layer, d.shape[1])) or d * 2)
+    assert seen == [("relu3_1", 256), ("relu2_1", 128), ("relu1_1", 64)]
+    plain = blocks.decoder(4)
+    plain.load_state_dict(dec.state_dict())
+    torch.testing.assert_close(dec(x), plain(x))
+    assert not torch.allclose(out, plain(x))
+
+
+# ----------------------------------------------------------------------------- the method
+def test_pinned_tiny_output(model):
+    content, style = image(40, 48, 0), image(32, 40, 1)
+    out = model.stylize(content, [style], seed=0)
+    assert out.shape == content.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    torch.testing.assert_close(model.stylize(content, [style], seed=0), out)  # deterministic
+    got = out[0, :, 20, 20:24].flatten()
+    expected = torch.tensor(PINNED_TINY)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    assert abs(float(out.mean()) - PINNED_TINY_MEAN) < 1e-4
+
+
+PINNED_TINY = [0.05647, 0.0922, 0.08601, 0.07889, 0.27508, 0.30307, 0.2883, 0.29278, 0.10365,
+               0.12731, 0.15933, 0.13571]
+PINNED_TINY_MEAN = 0.170211
+
+
+def test_strength_zero_is_the_contents_reconstruction(model):
+    content, style = image(40, 48, 0), image(32, 40, 1)
+    zero = model.stylize(content, [style], controls={"strength": 0.0})
+    torch.testing.assert_close(zero, model.reconstruct(content), atol=1e-6, rtol=0)
+    full = model.stylize(content, [style])
+    half = model.stylize(content, [style], controls={"strength": 0.5})
+    assert not torch.allclose(zero, full, atol=1e-3) and not torch.allclose(half, full, atol=1e-3)
+
+
+def test_two_styles_by_weights_and_by_masks(model):
+    content = image(40, 48, 0)
+    s1, s2 = image(32, 40, 1), image(40, 32, 5)
+    left = check_weights_and_masks(model, content, s1, s2)
+    # a mask covering everything is that style alone
+    full = torch.ones_like(left)
+    only1 = model.stylize(content, [s1, s2], controls={"masks": [full, 0 * full]})
+    torch.testing.assert_close(only1, model.stylize(content, [s1]), atol=1e-5, rtol=0)
+
+
+def test_unknown_controls_and_bad_patch_sizes_are_refused(model):
+    content, style = image(40, 48, 0), image(32, 40, 1)
+    with pytest.raises(ControlError):
+        model.stylize(content, [style], controls={"levels": [1]})
+    for bad in (0, 2, 10):
+        with pytest.raises(ControlError):
+            model.stylize(content, [style], controls={"patch_size": bad})
+    with pytest.raises(ControlError, match="larger than the style"):  # style: 4x5 positions
+        model.stylize(content, [style], controls={"patch_size": 7, "style_scale": 0.05})
+    with pytest.raises(ControlError):
+        model.stylize(content, [style], tile=64)
+
+
+def test_weight_file_for_another_method_is_refused(tmp_path):
+    path = tmp_path / "adain.safetensors"
+    save_tiny(path, "adain", {"decoder": blocks.decoder(4, 1 / 32)}, {"width": str(1 / 32)})
+    with pytest.raises(BrushworkError, match="not 'avatar'"):
+        Avatar(weights=str(path))
+
+
+def test_decoder_narrower_than_the_vgg_encoder_is_refused(tmp_path):
+    path = tmp_path / "narrow.safetensors"
+    save_tiny(path, "avatar", {"decoder": AvatarDecoder(1 / 32, 512)}, {"width": str(1 / 32)})
+    with pytest.raises(BrushworkError, match="skip connection"):
+        Avatar(weights=str(path))
+
+
+def _skimage(name, size):
+    from skimage import data
+    arr = np.asarray(Image.fromarray(getattr(data, name)()).resize(size, Image.BICUBIC))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def test_shipped_weights_run_on_a_photo(tmp_path):
+    m = Avatar(bf16=False)
+    content, style = _skimage("chelsea", (64, 48)), _skimage("coffee", (64, 48))
+    out = m.stylize(content, [style])
+    assert out.shape == content.shape and float(out.std()) > 0.05
+    err = float((m.reconstruct(content) - content).abs().mean())
+    assert err < 0.15 and float((out - content).abs().mean()) > err
+    # training helped: the starting decoder (wct's, with the skip connections) is further off
+    start = Avatar(weights=str(_start_file(tmp_path)), bf16=False)
+    assert float((start.reconstruct(content) - content).abs().mean()) > 1.2 * err
+
+
+def _start_file(tmp_path):
+    dec = AvatarDecoder()
+    trainer.init_from(dec, resolve_weights(None, trainer.DEFAULT_INIT, ""))
+    path = tmp_path / "start.safetensors"
+    save_weights(prefixed_state("decoder", dec), path, metadata={"method": "avatar"})
+    return path
+
+
+# ----------------------------------------------------------------------------- the trainer
+def _png(path, size, seed):
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size[1] // 4, size[0] // 4, 3), dtype=np.uint8)
+    Image.fromarray(base).resize(size, Image.BILINEAR).save(path)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("avatar_data")
+    for sub, n in (("content", 3), ("styles", 2)):
+        (root / sub).mkdir()
+        for i in range(n):
+            _png(root / sub / f"{i}.png", (48, 40), 10 * n + i)
+    return root
+
+
+def _args(folders, out, **kw):
+    p = argparse.ArgumentParser()
+    trainer.add_arguments(p)
+    argv = ["--content", str(folders / "content"), "--styles", str(folders / "styles"),
+            "--out", str(out), "--size", "32", "--batch", "1", "--steps", "2",
+            "--checkpoint-every", "1", "--sample-every", "0", "--no-bf16"]
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)] if v is not True else [f"--{k}"]
+    return p.parse_args(argv)
+
+
+def test_two_steps_lower_the_loss():
+    from brushwork.core.vgg import VGG19
+    torch.manual_seed(0)
+    enc = VGG19(last_layer="relu4_1")
+    dec = AvatarDecoder()
+    assert trainer.init_from(dec, resolve_weights(None, trainer.DEFAULT_INIT, "")) == 9
+    x = image(32, 32, 3)
+    opt = torch.optim.Adam(dec.parameters(), lr=1e-4)
+    seen = []
+    for _ in range(3):
+        total, parts, _ = trainer.losses(enc, dec, x, False, torch.device("cpu"), 1.0, 1000.0, 0)
+        seen.append(parts["total"])
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert seen[2] < seen[1] < seen[0]
+
+
+def test_adain_file_fills_the_last_five_convolutions():
+    dec = AvatarDecoder()
+    before = [c.weight.clone() for c in trainer._convs(dec)]
+    assert trainer.init_from(dec, resolve_weights(None, "adain_vgg.safetensors", "")) == 5
+    after = [c.weight for c in trainer._convs(dec)]
+    assert all(torch.equal(a, b) for a, b in zip(before[:4], after[:4]))
+    assert not any(torch.equal(a, b) for a, b in zip(before[4:], after[4:]))
+
+
+def test_training_resumes_where_it_stopped(folders, tmp_path):
+    from brushwork.core.weights import load_weights
+    full = trainer.run(_args(folders, tmp_path / "full.safetensors", steps=2))
+    first = _args(folders, tmp_path / "part.safetensors", steps=1)
+    trainer.run(first)
+    resumed = trainer.run(_args(folders, tmp_path / "part.safetensors", steps=2, resume=True))
+    a, meta = load_weights(full)
+    b, _ = load_weights(resumed)
+    assert meta["method"] == "avatar" and meta["steps"] == "2"
+    assert meta["init"].startswith("wct_vgg.safetensors (9 of 9")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    m = Avatar(weights=str(resumed), bf16=False)
+    assert m.stylize(image(32, 32, 0), [image(32, 32, 1)]).shape == (1, 3, 32, 32)
+
+
+# ----------------------------------------------------------------------------- the CLI
+def _write(path, t):
+    Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
+
+
+def test_cli_end_to_end_and_bad_patch_sizes(tiny, tmp_path, capsys):
+    c, s = tmp_path / "c.png", tmp_path / "s.png"
+    _write(c, image(40, 48, 0))
+    _write(s, image(32, 40, 1))
+    base = ["stylize", str(c), "-s", str(s), "-m", "avatar", "--weights", str(tiny),
+            "--size", "0", "-q"]
+    out = tmp_path / "out.png"
+    assert main(base + ["-o", str(out), "--patch-size", "1", "--strength", "0.8"]) == 0
+    assert Image.open(out).size == (48, 40)
+    capsys.readouterr()
+    for bad in ("0", "4", "7"):
+        out = tmp_path / f"bad{bad}.png"
+        extra = ["--style-scale", "0.05"] if bad == "7" else []
+        code = main(base + ["-o", str(out), "--patch-size", bad] + extra)
+        err = capsys.readouterr().err
+        lines = [l for l in err.splitlines() if l.strip()]
+        assert code == 2 and not out.exists(), err
+        assert len(lines) == 1 and lines[0].startswith("brushwork: error:"), err
+        assert "patch" in lines[0]
