@@ -103,7 +103,7 @@ VALUES = {
     "clusters": "2", "smoothness": "0.5",
     "laplacian_weight": "10", "laplacian_pool": "4,16",
     "alpha": "0.5", "iterations": "2", "deconv_steps": "2",
-    "auto_regions": "2", "map_weight": "5",
+    "auto_regions": "2", "map_weight": "5", "fine_steps": "1",
 }
 
 
