@@ -286,13 +286,7 @@ def load_masks(masks, n_styles: int, size: tuple[int, int], device) -> list[torc
 
 def to_pil(x: torch.Tensor) -> Image.Image:
     """(1, 3, H, W) or (3, H, W) tensor in [0, 1] -> PIL RGB image."""
-    if x.dim() == 4:
-        if x.shape[0] != 1:
-            raise ImageError(f"expected a single image, got a batch of {x.shape[0]}")
-        x = x[0]
-    if x.dim() != 3 or x.shape[0] != 3:
-        raise ImageError(f"expected a (1, 3, H, W) image tensor, got shape {tuple(x.shape)}")
-    return Image.fromarray(_quantise(x.detach().cpu(), 8, None), "RGB")
+    return Image.fromarray(_quantise(_rgb_chw(x), 8, None), "RGB")
 
 
 # ------------------------------------------------------------- reading with what a print keeps
