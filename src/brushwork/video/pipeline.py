@@ -212,13 +212,9 @@ def reuse_style_features(stylizer):
     from frame to frame (colour preservation that matches the style to each content frame)
     is encoded afresh: the results are those of encoding every frame. Any other stylizer is
     left as it is."""
-    try:
-        from ..methods.feedforward import FeedForward
-    except ImportError:  # pragma: no cover
-        yield
-        return
-    base = getattr(FeedForward, "style_features", None)
-    if (base is None or not isinstance(stylizer, FeedForward)
+    from ..methods.feedforward import FeedForward
+    base = FeedForward.style_features
+    if (not isinstance(stylizer, FeedForward)
             or getattr(type(stylizer), "style_features", None) is not base
             or "style_features" in vars(stylizer)):
         yield
