@@ -103,31 +103,36 @@ def main():
     ap.add_argument("--steps", type=int, default=5, help="gatys steps per scale")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--workers", type=int, default=None,
-                    help="studio workers (default: one per core, as `brushwork serve`; torch "
-                         "threads = cores / workers)")
+                    help="studio workers (default: one per core, as `brushwork serve`)")
+    ap.add_argument("--fixed-threads", action="store_true",
+                    help="give each job cores / workers torch threads whatever runs beside it "
+                         "(default, as `brushwork serve`: the running jobs share the cores)")
     args = ap.parse_args()
 
-    import torch
     from PIL import Image
     from skimage import data
 
     from brushwork.studio.app import StudioConfig
     from brushwork.studio.catalog import _make_style
-    from brushwork.studio.server import StudioThread, default_workers, torch_threads
+    from brushwork.studio.server import StudioThread, default_workers, thread_budget
 
     args.workers = args.workers or default_workers()
-    torch.set_num_threads(torch_threads(args.workers))
+    threads = thread_budget()
+    if args.fixed_threads:
+        threads = max(1, threads // args.workers)
     content = png(Image.fromarray(data.astronaut()))
     style = png(_make_style("swirls"))
     with tempfile.TemporaryDirectory() as d:
-        server = StudioThread(StudioConfig(data=d, workers=args.workers)).start()
+        server = StudioThread(StudioConfig(data=d, workers=args.workers,
+                                           threads=threads)).start()
         try:
             base = server.url
             warm = upload_to_result(base, content, style, args.size)
             runs = [upload_to_result(base, content, style, args.size)
                     for _ in range(args.repeat)]
             print(f"upload to result, {args.size} px adain --encoder small, "
-                  f"{torch.get_num_threads()} torch thread(s): first {warm:.2f} s (model "
+                  f"{args.workers} worker(s), {threads} torch thread(s) shared"
+                  f"{' (fixed)' if args.fixed_threads else ''}: first {warm:.2f} s (model "
                   f"load), then median {statistics.median(runs):.2f} s "
                   f"(min {min(runs):.2f}, max {max(runs):.2f}, n={len(runs)})")
             gaps = preview_intervals(base, content, style, args.size, args.steps)

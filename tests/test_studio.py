@@ -496,3 +496,26 @@ def test_killed_server_restarts_without_losing_results(tmp_path, content_png, st
         check_recipe(get_json(base, job["recipe_url"]))
     finally:
         server.stop()
+
+
+def test_running_jobs_share_the_thread_budget(tmp_path):
+    """Each worker sets its own torch threads (per thread in PyTorch) to the budget divided
+    by the running jobs: a job alone gets all of it, and the caller's threads stay as they
+    were."""
+    import torch
+
+    from brushwork.studio.db import JobStore
+    from brushwork.studio.jobs import JobQueue
+    queue = JobQueue(JobStore(tmp_path / "jobs.db"), tmp_path, workers=2, threads=4)
+    before, seen = torch.get_num_threads(), {}
+
+    def worker(running):
+        queue.running = running
+        seen[running] = (queue.share_threads(), torch.get_num_threads())
+
+    for running in (1, 2, 3, 5):
+        t = threading.Thread(target=worker, args=(running,))
+        t.start()
+        t.join()
+    assert seen == {1: (4, 4), 2: (2, 2), 3: (1, 1), 5: (1, 1)}
+    assert torch.get_num_threads() == before

@@ -49,16 +49,13 @@ def cmd_serve(args) -> int:
                              f"(pip install 'brushwork[studio]')")
     data = check_data(args.data)
     workers = args.workers or default_workers()
-    import torch
-
     from ..core.device import pick_device
     from ..studio.app import StudioConfig
-    from ..studio.server import serve, torch_threads
+    from ..studio.server import serve, thread_budget
 
     pick_device(args.device)  # an unknown device fails here, before the server starts
-    if not os.environ.get("OMP_NUM_THREADS"):  # the cores shared out among the workers
-        torch.set_num_threads(torch_threads(workers))
     config = StudioConfig(data=data, token=args.token, workers=workers, device=args.device,
+                          threads=thread_budget(),
                           max_upload_mb=args.max_upload, max_queued=args.max_queued,
                           max_pixels=args.max_pixels)
     sock = listen(args.host, args.port)

@@ -40,33 +40,66 @@ def patch_kernels(style_feat: torch.Tensor, patch: int = 3, stride: int = 1):
     return kernels, kernels / kernels.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
+def patch_scores(content_padded: torch.Tensor, style_padded: torch.Tensor, patch: int,
+                 stride: int, rows: tuple[int, int]) -> torch.Tensor:
+    """Dot products (P, Q) of the ``patch`` x ``patch`` patches of (C, H, W) padded content
+    features centred on the positions of ``rows`` (P = rows x width) with the style's patches
+    (top-left corners every ``stride`` positions of the (C, H', W') padded style).
+
+    A patch's dot product is the sum over its k*k offsets of single-position dot products, so
+    this is one C-deep matrix product of positions followed by k*k shifted additions: the
+    numbers of the (C*k*k)-deep product of unfolded patches for k*k times less arithmetic."""
+    (y0, y1), k = rows, patch
+    w = content_padded.shape[-1] - k + 1
+    hs, ws = style_padded.shape[-2:]
+    qh, qw = (hs - k) // stride + 1, (ws - k) // stride + 1
+    band = content_padded[:, y0:y1 + k - 1].flatten(1)  # (C, band positions)
+    m = (band.T @ style_padded.flatten(1)).view(y1 - y0 + k - 1, w + k - 1, hs, ws)
+    out = None
+    for oy in range(k):
+        for ox in range(k):
+            part = m[oy:oy + y1 - y0, ox:ox + w,
+                     oy:oy + stride * (qh - 1) + 1:stride, ox:ox + stride * (qw - 1) + 1:stride]
+            out = part.clone() if out is None else out.add_(part)
+    return out.reshape((y1 - y0) * w, qh * qw)
+
+
 def style_swap(content_feat: torch.Tensor, style_feat: torch.Tensor, patch: int = 3,
                stride: int = 1, chunk: int = 4096) -> torch.Tensor:
     """Replace every content patch by its most similar (normalised cross-correlation) style
     patch and average the overlaps (Chen & Schmidt 2016). One image at a time.
 
-    The content is processed in bands of about ``chunk`` positions, so memory stays bounded
-    for large images."""
+    Scores are :func:`patch_scores` over the style patches' norms (the content patch's own
+    norm does not change which style patch wins); the chosen patches are added back offset by
+    offset. The content is processed in bands of about ``chunk`` positions, so memory stays
+    bounded for large images."""
     if content_feat.shape[0] != 1 or style_feat.shape[0] != 1:
         raise BrushworkError("style_swap works on one image at a time (batch of 1)")
     c, h, w = content_feat.shape[1:]
-    pad = patch // 2
-    kernels, normed = patch_kernels(style_feat, patch, stride)
-    padded = pad_for_patches(content_feat, pad)
-    summed = torch.zeros_like(padded)
-    count = torch.zeros_like(padded[:, :1])
+    k, pad = patch, patch // 2
+    sp = pad_for_patches(style_feat, pad)[0].contiguous()
+    hs, ws = sp.shape[-2:]
+    qh, qw = (hs - k) // stride + 1, (ws - k) // stride + 1
+    sq = sp.pow(2).sum(0)  # squared norm of each style position, summed over each patch:
+    norm2 = sum(sq[oy:oy + stride * (qh - 1) + 1:stride, ox:ox + stride * (qw - 1) + 1:stride]
+                for oy in range(k) for ox in range(k))
+    inv_norm = norm2.flatten().sqrt().clamp_min(1e-8).reciprocal()
+    cp = pad_for_patches(content_feat, pad)[0].contiguous()
+    summed = torch.zeros_like(cp)
+    count = torch.zeros_like(cp[:1])
+    flat = sp.flatten(1)
     rows = max(1, chunk // w)
     for y0 in range(0, h, rows):
         y1 = min(h, y0 + rows)
-        band = padded[..., y0:y1 + 2 * pad, :]
-        cols = F.unfold(band, patch)[0]  # (C*k*k, positions in the band)
-        chosen = kernels[(normed @ cols).argmax(0)].T[None]
-        size = (y1 - y0 + 2 * pad, w + 2 * pad)
-        summed[..., y0:y1 + 2 * pad, :] += F.fold(chosen, size, patch)
-        count[..., y0:y1 + 2 * pad, :] += F.fold(torch.ones_like(chosen[:, :patch * patch]),
-                                                 size, patch)
-    out = summed / count.clamp_min(1e-8)
-    return out[..., pad:pad + h, pad:pad + w].contiguous()
+        best = (patch_scores(cp, sp, k, stride, (y0, y1)) * inv_norm).argmax(1)
+        top, left = best // qw * stride, best % qw * stride  # the chosen patches' corners
+        for oy in range(k):
+            for ox in range(k):
+                src = (top + oy) * ws + (left + ox)
+                summed[:, y0 + oy:y1 + oy, ox:ox + w] += flat[:, src].view(c, y1 - y0, w)
+                count[:, y0 + oy:y1 + oy, ox:ox + w] += 1
+    out = summed / count
+    return out[None, :, pad:pad + h, pad:pad + w].contiguous()
 
 
 # -------------------------------------------------------------------------------------- networks

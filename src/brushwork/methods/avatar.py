@@ -29,7 +29,7 @@ from ..core.blocks import DECODER_IN_SCALE, LEVEL_LAYERS, decoder, style_swap
 from ..core.image import to_tensor
 from ..core.protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Capabilities,
                              Control)
-from ..core.stats import WCT_EPS, adain, apply_affine, feature_stats, sym_power
+from ..core.stats import WCT_EPS, adain, apply_affine, feature_stats, mean_std, sym_power
 from ..errors import BrushworkError, ControlError
 from . import feedforward as ff
 
@@ -129,7 +129,10 @@ class FusedDecoder(nn.Module):
     style features: per style, AdaIN of the decoder's features to that style's encoder features
     (with a mask: the region's own decoder statistics), blended like the relu4_1 targets (by
     weights, or by masks with the content's version outside them) and mixed with the content's
-    version (AdaIN to the content's own features) by ``strength``."""
+    version (AdaIN to the content's own features) by ``strength``.
+
+    Without masks every version is the same normalised decoder map times a std plus a mean, so
+    the blend is one per-channel affine map of it (the encoder statistics are taken once)."""
 
     def __init__(self, dec: AvatarDecoder, cf: dict, sfs: list, weights, masks, strength):
         super().__init__()
@@ -137,12 +140,24 @@ class FusedDecoder(nn.Module):
         self.cf, self.sfs, self.weights, self.masks = cf, sfs, weights, masks
         self.strength = float(strength)
 
+    def _blended_stats(self, layer):
+        """The mean and std the blend gives the normalised decoder map at ``layer``."""
+        s = self.strength
+        mean, std = mean_std(self.cf[layer] * DECODER_IN_SCALE, keepdim=True)
+        mean, std = (1 - s) * mean, (1 - s) * std
+        if s:
+            for w, sf in zip(self.weights, self.sfs):
+                m, d = mean_std(sf[layer] * DECODER_IN_SCALE, keepdim=True)
+                mean, std = mean + s * w * m, std + s * w * d
+        return mean, std
+
     def fuse(self, layer, d):
+        if self.masks is None or self.strength == 0:
+            d_mean, d_std = mean_std(d, keepdim=True)
+            mean, std = self._blended_stats(layer)
+            return torch.addcmul(mean - d_mean * (std / d_std), d, std / d_std)
         own = skip_adain(d, self.cf[layer])
-        if self.strength == 0:
-            return own
-        masks = self.masks or [None] * len(self.sfs)
-        targets = [skip_adain(d, sf[layer], m) for sf, m in zip(self.sfs, masks)]
+        targets = [skip_adain(d, sf[layer], m) for sf, m in zip(self.sfs, self.masks)]
         return ff.combine(own, targets, self.weights, self.masks, self.strength)
 
     def forward(self, x):

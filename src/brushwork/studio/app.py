@@ -48,6 +48,7 @@ class StudioConfig:
     data: Path = field(default_factory=lambda: Path("~/.brushwork/studio").expanduser())
     token: str | None = None
     workers: int = 1
+    threads: int | None = None  # torch threads shared by the running jobs (None: one per core)
     device: str = "cpu"
     max_upload_mb: float = 50.0
     max_queued: int = 8
@@ -183,7 +184,8 @@ class Studio:
                 if f.is_file():
                     f.unlink()
         self.queue = JobQueue(self.store, self.jobs_dir, workers=self.config.workers,
-                              device=self.config.device, max_pixels=self.config.max_pixels)
+                              threads=self.config.threads, device=self.config.device,
+                              max_pixels=self.config.max_pixels)
         self.catalog = Catalog(self.queue.models.get)
         self.queue.start()
 

@@ -6,6 +6,11 @@ A job's live state (progress, ETA, the latest preview) is kept in memory while t
 runs; its state changes, result and recipe are written to the :class:`~.db.JobStore` and the
 job's folder (results with :func:`brushwork.core.image.save_image`, atomically). Cancelling a
 running job raises :class:`Cancelled` from its progress callback at the next event.
+
+The running jobs share the queue's torch threads: each worker sets its own intra-op thread
+count (per thread in PyTorch) to the budget divided by the number of running jobs when its job
+starts and again at each of its progress events, so a job alone uses every core and two jobs
+split them.
 """
 from __future__ import annotations
 
@@ -113,10 +118,14 @@ class JobQueue:
     ``jobs_dir / id``."""
 
     def __init__(self, store: JobStore, jobs_dir: Path, *, workers: int = 1,
-                 device: str = "cpu", max_pixels: int | None = None):
+                 threads: int | None = None, device: str = "cpu",
+                 max_pixels: int | None = None):
+        from .server import cpu_cores
         self.store = store
         self.jobs_dir = Path(jobs_dir)
         self.workers = workers
+        self.threads = max(1, threads or cpu_cores())
+        self.running = 0
         self.max_pixels = max_pixels
         self.models = Models(device)
         self._q: queue.Queue = queue.Queue()
@@ -187,14 +196,27 @@ class JobQueue:
                 self._live[job_id] = live
             live.started = time.time()
             live.bump()
+            with self._live_lock:
+                self.running += 1
             try:
+                self.share_threads()
                 self._run(job_id, live)
             finally:
+                with self._live_lock:
+                    self.running -= 1
                 row = self.store.get(job_id)
                 if row and row["state"] == "done" and row["kind"] == "image":
                     live.preview = None  # the result file is its preview from now on
                 live.bump()
                 live.finished.set()
+
+    def share_threads(self) -> int:
+        """Set the calling worker's torch threads to its share of the budget; returns it."""
+        import torch
+        n = max(1, self.threads // max(1, self.running))
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        return n
 
     def _run(self, job_id: str, live: Live) -> None:
         row = self.store.get(job_id)
@@ -231,6 +253,7 @@ class JobQueue:
         def progress(ev):
             if live.cancel.is_set():
                 raise Cancelled()
+            self.share_threads()
             if video and ev.method != "video":
                 return  # a frame's own events: only a chance to stop
             if ev.kind in ("step", "scale", "done", "frame"):

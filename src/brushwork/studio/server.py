@@ -34,16 +34,22 @@ def check_host(host: str, token: str | None) -> None:
                              f"TOKEN (clients then send 'Authorization: Bearer TOKEN')")
 
 
-def torch_threads(workers: int) -> int:
-    """Intra-op threads per worker: the cores shared out among the workers."""
+def cpu_cores() -> int:
+    """The cores this process may run on."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(1, workers))
+    return max(1, cores or 1)
 
 
 def default_workers() -> int:
     """One worker per core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, cores or 1)
+    return cpu_cores()
+
+
+def thread_budget() -> int:
+    """The torch threads the running jobs share: ``OMP_NUM_THREADS`` where it is set, else one
+    per core."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return max(1, int(env)) if env.isdigit() else cpu_cores()
 
 
 def listen(host: str, port: int) -> socket.socket:
