@@ -48,18 +48,19 @@ def kmeans(x: torch.Tensor, k: int, iters: int = KMEANS_ITERS,
     """Lloyd's k-means of the rows of ``x`` (N, D) from a k-means++ start, in float64.
 
     Returns (centres (K', D), labels (N,)) with K' <= k: clusters left empty (duplicate
-    points) are dropped and the labels renumbered 0..K'-1. Deterministic for a given seed."""
+    points) are dropped and the labels renumbered 0..K'-1. Deterministic for a given seed, and
+    the same on every device (the start's random draws are made on the CPU)."""
     x = x.double()
     n = x.shape[0]
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    centres = x[torch.randint(n, (1,), generator=g, device=x.device)]
+    g = torch.Generator().manual_seed(seed)
+    centres = x[torch.randint(n, (1,), generator=g).to(x.device)]
     d2 = _sqdist(x, centres)[:, 0]
     for _ in range(1, k):
         total = d2.sum()
         if total > 0:
-            i = torch.multinomial(d2 / total, 1, generator=g)
+            i = torch.multinomial((d2 / total).cpu(), 1, generator=g).to(x.device)
         else:
-            i = torch.randint(n, (1,), generator=g, device=x.device)
+            i = torch.randint(n, (1,), generator=g).to(x.device)
         centres = torch.cat([centres, x[i]])
         d2 = torch.minimum(d2, _sqdist(x, x[i])[:, 0])
     labels = _sqdist(x, centres).argmin(1)
