@@ -8,7 +8,9 @@ differences left are those of summation order and library kernels.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,20 +98,17 @@ def test_cuda_matches_cpu(method):
 
 
 # ------------------------------------------------------------------------------- trainers
-# the tiniest settings each trainer's own tests use; classifier and texture-judge fit their
-# heads on CPU features and take no --device
-TINY = {"adain": ["--width", "0.03125"],
-        "wct": ["--levels", "1,2", "--width", "0.03125"],
-        "linear": ["--dim", "4", "--width", "0.03125"],
-        "sanet": ["--width", "0.03125"],
-        "distill": ["--levels", "1,2", "--encoder-width", "0.0625", "--width", "0.03125"],
-        "etnet": ["--width", "0.25"],
-        "johnson": ["--width", "0.125", "--n-res", "1", "--style-size", "48"],
-        "cin": ["--width", "0.125", "--n-res", "1", "--style-size", "48"],
-        "asma": ["--preset", "tiny", "--min-images", "2", "--style-load-size", "48",
-                 "--warmup", "1"],
-        "avatar": ["--batch", "1"],
-        "aams": ["--width", "0.03125", "--inner", "4"]}
+# the tiniest settings each trainer's own tests use (one table, in the GPU script); classifier
+# and texture-judge fit their heads on CPU features and take no --device
+def _gpu_script():
+    spec = importlib.util.spec_from_file_location(
+        "gpu_run", Path(__file__).resolve().parents[1] / "scripts" / "gpu_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = _gpu_script().TINY
 
 
 def test_every_device_trainer_is_covered():
