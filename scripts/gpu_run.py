@@ -1,4 +1,4 @@
-"""One prepared run for a short session on a CUDA GPU: benchmarks, then training, inside a budget.
+"""One prepared run for a few minutes on a CUDA GPU: benchmarks, then training, inside a budget.
 
     python scripts/gpu_run.py --content PHOTOS --styles PAINTINGS [--device cuda]
         [--budget-s 540] [--out DIR] [--write-docs] [--methods a,b] [--trainers a,b]

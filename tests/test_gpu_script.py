@@ -1,4 +1,4 @@
-"""scripts/gpu_run.py, the prepared GPU session script, in its tiny CPU mode: it runs end to end,
+"""scripts/gpu_run.py, the prepared GPU script, in its tiny CPU mode: it runs end to end,
 its tables have a row per benchmarked method and per trainer, a missing data folder is one
 `brushwork: error:` line and exit code 2, and the commands it would give every trainer on a GPU
 parse with the `brushwork train` parser."""
