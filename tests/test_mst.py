@@ -1,11 +1,11 @@
 """MST: k-means, the graph cut, per-mode whitening-colouring, the method end to end."""
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from brushwork.cli import main
 from brushwork.methods import mst
+
+from _arbitrary_util import noise_png
 
 
 def _changes(labels):
@@ -116,16 +116,10 @@ def test_output_shape_range_and_determinism(method, content_img, style_img, styl
     assert two.shape == content_img.shape
 
 
-def _png(path, size, seed):
-    a = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(a).save(path)
-    return str(path)
-
-
 @pytest.mark.parametrize("value,needle", [("0", "minimum"), ("100000", "maximum"),
                                           ("40", "feature positions")])
 def test_bad_clusters_refused_in_one_line(value, needle, tmp_path, capsys):
-    content, style = _png(tmp_path / "c.png", (24, 20), 0), _png(tmp_path / "s.png", (32, 32), 1)
+    content, style = noise_png(tmp_path / "c.png", (24, 20), 0), noise_png(tmp_path / "s.png", (32, 32), 1)
     out = tmp_path / "out.png"
     code = main(["stylize", content, "-s", style, "-m", "mst", "-o", str(out), "--size", "0",
                  "-q", "--clusters", value])

@@ -19,23 +19,7 @@ from brushwork.video.io import FrameSource, VideoError
 from brushwork.video.pipeline import stylize_video
 from brushwork.core.protocol import Capabilities
 
-from video_clip import clip_frames, make_clip, stream_facts, texture
-
-
-class Flicker:
-    """Toy method: content mixed with fresh noise on every call (a flickering stylisation)."""
-    name = "flicker"
-    controls = {}
-    capabilities = Capabilities()
-
-    def __init__(self):
-        self.calls = 0
-
-    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
-                callback=None):
-        g = torch.Generator().manual_seed(1000 * (seed or 0) + self.calls)
-        self.calls += 1
-        return (0.6 * content + 0.4 * torch.rand(content.shape, generator=g)).clamp(0, 1)
+from video_clip import Flicker, clip_frames, make_clip, stream_facts, texture
 
 
 class Recorder(Flicker):

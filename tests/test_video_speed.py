@@ -10,7 +10,6 @@ import torch
 
 from brushwork import cli
 from brushwork.core.image import save_image
-from brushwork.core.protocol import Capabilities
 from brushwork.core.stats import mean_std
 from brushwork.methods import METHODS
 from brushwork.video import temporal
@@ -18,26 +17,11 @@ from brushwork.video.io import FrameSource, VideoError, VideoWriter, read_frames
 from brushwork.video.pipeline import reuse_style_features, stylize_video
 from brushwork.video.temporal import StageTimes, TemporalStylizer, warp
 
-from video_clip import clip_frames, make_clip, texture
+from video_clip import Flicker, clip_frames, make_clip, texture
 
 
 def as_tensor(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1).unsqueeze(0).float() / 255.0
-
-
-class Flicker:
-    name = "flicker"
-    controls = {}
-    capabilities = Capabilities()
-
-    def __init__(self):
-        self.calls = 0
-
-    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
-                callback=None):
-        g = torch.Generator().manual_seed(self.calls)
-        self.calls += 1
-        return (0.6 * content + 0.4 * torch.rand(content.shape, generator=g)).clamp(0, 1)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,9 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
+import torch
+
+from brushwork.core.protocol import Capabilities
 
 
 def texture(h: int, w: int, seed: int) -> np.ndarray:
@@ -80,3 +83,19 @@ def stream_facts(path) -> dict:
     else:
         facts["audio_codec"] = None
     return facts
+
+
+class Flicker:
+    """Toy method: content mixed with fresh noise on every call (a flickering stylisation)."""
+    name = "flicker"
+    controls = {}
+    capabilities = Capabilities()
+
+    def __init__(self):
+        self.calls = 0
+
+    def stylize(self, content, styles, *, style_weights=None, controls=None, seed=None,
+                callback=None):
+        g = torch.Generator().manual_seed(1000 * (seed or 0) + self.calls)
+        self.calls += 1
+        return (0.6 * content + 0.4 * torch.rand(content.shape, generator=g)).clamp(0, 1)

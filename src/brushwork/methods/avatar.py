@@ -139,6 +139,9 @@ class FusedDecoder(nn.Module):
         self.dec = dec
         self.cf, self.sfs, self.weights, self.masks = cf, sfs, weights, masks
         self.strength = float(strength)
+        # the encoder statistics do not change from tile to tile: taken once per call
+        self.blended = None if masks is not None and self.strength else \
+            {layer: self._blended_stats(layer) for layer in SKIP_LAYERS}
 
     def _blended_stats(self, layer):
         """The mean and std the blend gives the normalised decoder map at ``layer``."""
@@ -152,9 +155,9 @@ class FusedDecoder(nn.Module):
         return mean, std
 
     def fuse(self, layer, d):
-        if self.masks is None or self.strength == 0:
+        if self.blended is not None:
             d_mean, d_std = mean_std(d, keepdim=True)
-            mean, std = self._blended_stats(layer)
+            mean, std = self.blended[layer]
             return torch.addcmul(mean - d_mean * (std / d_std), d, std / d_std)
         own = skip_adain(d, self.cf[layer])
         targets = [skip_adain(d, sf[layer], m) for sf, m in zip(self.sfs, self.masks)]
