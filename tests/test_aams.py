@@ -20,7 +20,7 @@ from brushwork.core import blocks
 from brushwork.core.image import resize, to_tensor
 from brushwork.core.stats import WCT_EPS, feature_stats, sym_power
 from brushwork.core.weights import prefixed_state, save_weights
-from brushwork.errors import ControlError
+from brushwork.errors import BrushworkError, ControlError
 from brushwork.methods import METHODS
 from brushwork.methods import aams as A
 from brushwork.methods import feedforward as ff
@@ -244,7 +244,7 @@ def test_shipped_weights_run_and_the_stroke_size_shows():
 
 
 # ---------------------------------------------------------------------------------- trainer
-def _train_args(tmp_path, steps, resume=False):
+def _train_args(tmp_path, steps, resume=False, extra=()):
     for sub, names in (("c", ("astronaut", "chelsea")), ("s", ("coffee", "rocket"))):
         d = tmp_path / sub
         d.mkdir(exist_ok=True)
@@ -257,7 +257,7 @@ def _train_args(tmp_path, steps, resume=False):
             "--out", str(tmp_path / "out.safetensors"), "--size", "32", "--batch", "2",
             "--steps", str(steps), "--width", str(W), "--inner", "4", "--checkpoint-every", "1",
             "--sample-every", "0", "--no-bf16", "--device", "cpu", "--lr", "1e-3"]
-    return p.parse_args(argv + (["--resume"] if resume else []))
+    return p.parse_args(argv + (["--resume"] if resume else []) + list(extra))
 
 
 def test_trainer_lowers_the_loss():
@@ -303,6 +303,47 @@ def test_trainer_checkpoint_resume_round_trip(tmp_path):
              fp16=False)
     c, _ = load_weights(tmp_path / "x.safetensors")
     assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_stylization_loss_fine_tunes_a_shipped_style_file(tmp_path):
+    """--style-weight with --init: the decoder learns from multi-stroke targets of (photo,
+    painting) pairs; the attention module, which gets no gradient from them, stays as it was."""
+    torch.manual_seed(0)
+    from brushwork.core.vgg import VGG19
+    from brushwork.core.weights import load_weights
+    vgg = VGG19(last_layer="relu4_1")
+    att, dec = A.SelfAttention(512, 4), blocks.decoder(4, 1 / 16)
+    opt = torch.optim.Adam(dec.parameters(), 3e-3)
+    c, s = torch.cat([image(40, 40, 0), image(40, 40, 1)]), torch.cat([image(40, 40, 2),
+                                                                        image(40, 40, 3)])
+    seen = []
+    for _ in range(3):
+        total, parts = T.stylize_losses(vgg, att, dec, c, s, False, torch.device("cpu"), 2,
+                                        1.0, 10.0)
+        assert set(parts) == {"content", "style"}
+        seen.append(total.item())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+    assert seen[2] < seen[0], seen
+    base = tmp_path / "base"
+    base.mkdir()
+    T.run(_train_args(base, 1))
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    T.run(_train_args(tuned, 2, extra=["--init", str(base / "out.safetensors"),
+                                       "--style-weight", "10", "--reconstruction-weight", "0",
+                                       "--strokes", "2"]))
+    a, _ = load_weights(base / "out.safetensors")
+    b, meta = load_weights(tuned / "out.safetensors")
+    assert meta["style_weight"] == "10.0"
+    assert all(torch.equal(a[k], b[k]) for k in a if k.startswith("attention."))
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    for bad, needle in ((["--style-weight", "0", "--reconstruction-weight", "0"],
+                         "nothing to train"), (["--strokes", "9", "--style-weight", "1"],
+                                               "--strokes")):
+        with pytest.raises(BrushworkError, match=needle):
+            T.run(_train_args(tmp_path / "base", 1, extra=bad))
 
 
 # ----------------------------------------------------------------------------------- the CLI

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from brushwork.cli import main
+from brushwork.errors import ControlError
 from brushwork.methods import mst
 
 from _arbitrary_util import noise_png
@@ -99,7 +100,8 @@ def method():
 
 def test_one_cluster_is_wct(method, content_img, style_img):
     from brushwork.methods.wct import WCT
-    out = method.stylize(content_img, [style_img], controls={"clusters": 1})
+    out = method.stylize(content_img, [style_img], controls={"clusters": 1,
+                                                              "decoder": "cascade"})
     ref = WCT().stylize(content_img, [style_img])
     assert torch.allclose(out, ref, atol=1e-5)
 
@@ -112,8 +114,23 @@ def test_output_shape_range_and_determinism(method, content_img, style_img, styl
     wct1 = method.stylize(content_img, [style_img2], controls={"clusters": 1})
     assert (out - wct1).abs().mean() > 1e-3  # the sub-styles change the result
     two = method.stylize(content_img, [style_img, style_img2], style_weights=[0.5, 0.5],
-                         controls={"levels": ["4", "1"]})
+                         controls={"levels": ["4", "1"], "decoder": "cascade"})
     assert two.shape == content_img.shape
+
+
+def test_skip_decoder_renders_once_through_avatars_decoder(method, content_img, style_img):
+    from brushwork.methods.avatar import Avatar
+    # strength 0: the content's features through avatar's decoder with its own statistics
+    zero = method.stylize(content_img, [style_img], controls={"decoder": "skip", "strength": 0})
+    assert torch.allclose(zero, Avatar().reconstruct(content_img), atol=1e-5)
+    skip = method.stylize(content_img, [style_img], controls={"decoder": "skip"})
+    cascade = method.stylize(content_img, [style_img], controls={"decoder": "cascade"})
+    assert skip.shape == content_img.shape and (skip - cascade).abs().mean() > 1e-3
+    assert (skip - zero).abs().mean() > 1e-2  # the sub-styles' statistics are in it
+    with pytest.raises(ControlError, match="levels applies to decoder=cascade"):
+        method.stylize(content_img, [style_img], controls={"decoder": "skip", "levels": ["4"]})
+    with pytest.raises(ControlError, match="not one of"):
+        method.stylize(content_img, [style_img], controls={"decoder": "fancy"})
 
 
 @pytest.mark.parametrize("value,needle", [("0", "minimum"), ("100000", "maximum"),

@@ -64,6 +64,10 @@ def test_johnson_trains_resumes_and_stylizes(data, tmp_path):
     train_johnson.run(args, events.append)
     steps = [e.step for e in events if e.kind == "train"]
     assert steps == [3]  # resumed after step 2
+    # one log line per checkpoint, as every trainer writes (the last: the resumed step 3)
+    import json
+    log = [json.loads(l) for l in out.with_suffix(".log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log][-1] == 3 and "total" in log[-1] and "time" in log[-1]
     m = johnson.Johnson(weights=out)
     y = m.stylize(torch.rand(1, 3, 30, 45), [])
     assert y.shape == (1, 3, 30, 45) and 0 <= y.min() and y.max() <= 1

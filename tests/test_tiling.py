@@ -428,3 +428,18 @@ def test_which_transforms_freeze_the_thumbnail_statistics():
             sfs = [ff.encode(st.encoder, s, list(p.layers), st.bf16)]
             maps = st._thumbnail_maps(photo(*size), sfs, None, ctl, p, mult)
             assert (maps[0] is not None) == frozen, (method, p.layers)
+
+
+def test_budget_on_a_cuda_device_reads_the_devices_memory(monkeypatch):
+    """On a CUDA device the budget is the allocator's reserve plus a share of the device's free
+    memory, and what is held is the reserve (not the host's resident memory)."""
+    from brushwork.core import tiling as T
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (10 * T.GiB, 80 * T.GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda dev: 2 * T.GiB)
+    total, free = T.budget(None, "cuda:0")
+    assert total == 2 * T.GiB + int(T.DEFAULT_SHARE * 10 * T.GiB)
+    assert free == total - 2 * T.GiB
+    assert T.budget(5 * T.GiB, torch.device("cuda"))[1] == 3 * T.GiB
+    # the CPU budget is untouched by the CUDA figures
+    assert abs(T.budget(5 * T.GiB, "cpu")[1] - (5 * T.GiB - T.process_rss())) < 64 * 2 ** 20
+    assert T.accelerator_memory("cpu") is None

@@ -143,13 +143,20 @@ def add_method_flags(p: argparse.ArgumentParser, what: str) -> None:
                    "(johnson, cin, asma, adain, ...; default: the shipped one)")
     p.add_argument("--encoder", choices=["vgg", "small"], default=None,
                    help="adain/wct: VGG19 (default) or the distilled small encoder")
+    p.add_argument("--skip-weights", default=None, metavar="FILE",
+                   help="mst --decoder skip: the avatar weight file whose decoder renders "
+                        "(default: the shipped one)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     add_control_flags(p)
 
 
+METHOD_OPTIONS = ("weights", "encoder", "skip_weights")
+
+
 def method_options(args) -> dict:
-    """The constructor options (``--weights``, ``--encoder``) the user gave."""
-    return {k: v for k in ("weights", "encoder") if (v := getattr(args, k, None)) is not None}
+    """The constructor options (``--weights``, ``--encoder``, ``--skip-weights``) the user
+    gave."""
+    return {k: v for k in METHOD_OPTIONS if (v := getattr(args, k, None)) is not None}
 
 
 # ----------------------------------------------------------------------------- controls

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..core import validate
 from ..errors import ControlError
-from .common import EXIT_USAGE, add_method_flags, collect_controls, method_options, \
+from .common import EXIT_USAGE, METHOD_OPTIONS, add_method_flags, collect_controls, method_options, \
     parse_style_weights, with_file_progress, with_progress
 
 
@@ -184,7 +184,7 @@ def apply_recipe(args):
     if unknown:
         raise ControlError(f"{args.recipe}: unknown control(s) {', '.join(unknown)}")
     options = recipe.get("options", {})
-    bad = sorted(set(options) - {"weights", "encoder"})
+    bad = sorted(set(options) - set(METHOD_OPTIONS))
     if bad:
         raise ControlError(f"{args.recipe}: unknown option(s) {', '.join(bad)}")
     here = Path(args.recipe).parent

@@ -11,7 +11,8 @@ memory sizes, frozen statistics and a seam measure.
   to the image buffers; :class:`~brushwork.errors.ResourceError` when even the smallest does not.
 * :func:`parse_memory` reads "4G", "512M", "1.5GiB" or a byte count; :func:`default_max_memory`
   is the process's resident memory plus a share of the memory still available (``MemAvailable``,
-  bounded by a cgroup limit).
+  bounded by a cgroup limit); on a CUDA device, the allocator's reserve plus a share of the
+  device's free memory.
 * :func:`frozen_norms` runs a network once on a thumbnail recording every instance norm's
   channel mean/std and then normalises every tile with those (thumbnail instance normalisation,
   Chen et al. 2022); :func:`fit_frozen_map` expresses a feature transform applied to a
@@ -128,20 +129,41 @@ def process_rss() -> int:
         return 0
 
 
-def default_max_memory(share: float = DEFAULT_SHARE) -> int:
+def accelerator_memory(device) -> tuple[int, int] | None:
+    """(bytes this process's allocator holds on a CUDA ``device``, bytes still free on it);
+    None for any other device (its tensors live in host memory)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    free, _ = torch.cuda.mem_get_info(dev)
+    return torch.cuda.memory_reserved(dev), free
+
+
+def held_memory(device="cpu") -> int:
+    """Bytes the process holds where ``device``'s tensors live: the CUDA allocator's reserve on
+    a CUDA device, the resident host memory otherwise."""
+    acc = accelerator_memory(device)
+    return process_rss() if acc is None else acc[0]
+
+
+def default_max_memory(share: float = DEFAULT_SHARE, device="cpu") -> int:
     """The memory budget when none is given: what the process holds now plus ``share`` of the
-    memory still available (8 GiB in all where that is unknown)."""
+    memory still available, on the device whose memory the tensors use (host memory: 8 GiB in
+    all where that is unknown)."""
+    acc = accelerator_memory(device)
+    if acc is not None:
+        return acc[0] + int(share * acc[1])
     avail = available_memory()
     if avail is None:
         return 8 * GiB
     return process_rss() + int(share * avail)
 
 
-def budget(max_memory: int | None) -> tuple[int, int]:
-    """(max_memory or the default, the bytes still free under it: max_memory minus the
-    process's resident memory now)."""
-    total = default_max_memory() if max_memory is None else int(max_memory)
-    return total, total - process_rss()
+def budget(max_memory: int | None, device="cpu") -> tuple[int, int]:
+    """(max_memory or the default, the bytes still free under it: max_memory minus what the
+    process holds now), in the memory of ``device`` (host memory unless it is a CUDA device)."""
+    total = default_max_memory(device=device) if max_memory is None else int(max_memory)
+    return total, total - held_memory(device)
 
 
 # ---------------------------------------------------------------------------------- planner
@@ -193,7 +215,7 @@ def plan_tiles(h: int, w: int, bytes_per_pixel: float, max_memory: int, *, fixed
 
 def plan(hw: tuple[int, int], tile, max_memory: int | None, per_pixel: float, *,
          whole_bytes: float, what: str, align: int = 1, margin: int = 0, feather: int = 0,
-         buffers: int = 0, thumb_side: int | None = THUMB_SIDE, padded=None):
+         buffers: int = 0, thumb_side: int | None = THUMB_SIDE, padded=None, device="cpu"):
     """A method's tiling decision for an ``hw`` image: None (one piece) or (tile side, margin,
     feather).
 
@@ -202,11 +224,12 @@ def plan(hw: tuple[int, int], tile, max_memory: int | None, per_pixel: float, *,
     :func:`plan_tiles` side; an int: that side rounded up to ``align``. ``per_pixel``: working
     bytes per tile pixel; ``buffers``: the full-resolution buffers the tiled run allocates;
     ``thumb_side``: the thumbnail statistics are taken from (its working memory must fit too);
-    ``padded``: the (h, w) the windows cover (default ``hw``). ResourceError when no tile
-    fits; ``what`` names the work in its message."""
+    ``padded``: the (h, w) the windows cover (default ``hw``); ``device``: whose memory the
+    budget is (:func:`budget`). ResourceError when no tile fits; ``what`` names the work in
+    its message."""
     h, w = hw
     hv, wv = padded or hw
-    total, free = budget(max_memory)
+    total, free = budget(max_memory, device)
     if tile is None:
         if whole_bytes <= free:
             return None

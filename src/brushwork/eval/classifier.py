@@ -144,18 +144,27 @@ class ArtistClassifier(nn.Module):
         return self.head(log_standardize(self.recalibrate(feats), self.feat_mean, self.feat_std,
                                          clip=6.0))
 
+    @property
+    def device(self) -> torch.device:
+        return self.feat_mean.device
+
     def vgg(self) -> VGG19:
-        if self._vgg is None:
+        """The feature network, on the classifier's device (``classifier.to("cuda")`` moves
+        the judging there); built on first use and again after a move."""
+        dev = self.device
+        if self._vgg is None or self._vgg.device != dev:
             # bf16 only where the hardware runs it fast (emulated bf16 is ~20x slower than fp32)
-            self._vgg = VGG19(last_layer=self.layers[-1], autocast=has_bf16(torch.device("cpu")))
+            self._vgg = VGG19(last_layer=self.layers[-1], device=dev, autocast=has_bf16(dev))
         return self._vgg
 
     @torch.no_grad()
     def predict_proba(self, images) -> torch.Tensor:
-        """A (B, 3, H, W) batch or a list of (1, 3, H, W) images in [0, 1] -> (B, N) probs."""
+        """A (B, 3, H, W) batch or a list of (1, 3, H, W) images in [0, 1] -> (B, N) probs,
+        computed on the classifier's device."""
         self.eval()
         batch = images if isinstance(images, (list, tuple)) else [images]
-        feats = torch.cat([vgg_statistics(self.vgg(), x, self.size, self.layers) for x in batch])
+        feats = torch.cat([vgg_statistics(self.vgg(), x.to(self.device), self.size, self.layers)
+                           for x in batch])
         return F.softmax(self(feats), dim=1)
 
     def predict(self, images) -> list[str]:

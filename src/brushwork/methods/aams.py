@@ -166,6 +166,18 @@ def stroke_key(k: int) -> str:
     return f"{LAYER}@stroke{k}"
 
 
+def stroke_features(enc, style: torch.Tensor, n: int, bf16: bool) -> list[torch.Tensor]:
+    """relu4_1 features of the style at each of ``n`` stroke scales, finest first (the last
+    one: the style as given)."""
+    h, w = style.shape[-2:]
+    out = []
+    for k, s in enumerate(stroke_scales(n)):
+        x = style if k == n - 1 else resize(
+            style, (max(MIN_STYLE_SIDE, round(h * s)), max(MIN_STYLE_SIDE, round(w * s))))
+        out.append(ff.encode(enc, x, [LAYER], bf16)[LAYER])
+    return out
+
+
 def multi_stroke(f: torch.Tensor, style_feats: list[torch.Tensor], att: torch.Tensor,
                  sigma: float = FUSION_SIGMA) -> torch.Tensor:
     """The AAMS target features: whitened content ``f`` (1, C, H, W) style-swapped with each
@@ -209,14 +221,9 @@ class AAMS(ff.FeedForward):
         return [ff.Pass((LAYER,), self.decoder)]
 
     def style_features(self, style, p, c):
-        feats = {}
-        h, w = style.shape[-2:]
-        n = c["strokes"]
-        for k, s in enumerate(stroke_scales(n)):
-            x = style if k == n - 1 else resize(
-                style, (max(MIN_STYLE_SIDE, round(h * s)), max(MIN_STYLE_SIDE, round(w * s))))
-            feats[stroke_key(k)] = ff.encode(self.encoder, x, [LAYER], self.bf16)[LAYER]
-        feats[LAYER] = feats[stroke_key(n - 1)]
+        feats = {stroke_key(k): f for k, f in
+                 enumerate(stroke_features(self.encoder, style, c["strokes"], self.bf16))}
+        feats[LAYER] = feats[stroke_key(c["strokes"] - 1)]
         return feats
 
     def attention_map(self, f: torch.Tensor) -> torch.Tensor:

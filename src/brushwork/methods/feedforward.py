@@ -375,7 +375,7 @@ class FeedForward:
                               whole_bytes=whole, what=f"a {w}x{h} image with {self.name}",
                               align=mult, margin=TILE_MARGIN * mult, feather=TILE_FEATHER,
                               buffers=12 * h * w * (2 if len(passes) > 1 else 1),
-                              padded=(hv, wv))
+                              padded=(hv, wv), device=self.device)
         if planned is None:
             return None
         side, margin, feather = planned

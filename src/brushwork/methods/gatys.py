@@ -470,7 +470,7 @@ class Gatys:
         ResourceError when neither a coarse image nor a tile fits."""
         h, w = hw
         per_pixel = optimisation_bytes_per_pixel(c, deepest, bf16)
-        total, free = tiling.budget(max_memory)
+        total, free = tiling.budget(max_memory, self.device)
         if tile is None and per_pixel * h * w <= free:
             return None
         # full-resolution buffers of the tiled stage: the current image, the blend, masks
@@ -478,7 +478,7 @@ class Gatys:
         planned = tiling.plan(hw, "auto" if tile is None else tile, max_memory, per_pixel,
                               whole_bytes=float("inf"), what=f"a {w}x{h} image with gatys",
                               align=TILE_ALIGN, margin=TILE_MARGIN, feather=TILE_FEATHER,
-                              buffers=buffers, thumb_side=None)
+                              buffers=buffers, thumb_side=None, device=self.device)
         side, margin, feather = planned
         # the whole-image stage: the largest size (aspect kept) whose optimisation fits
         f = min(0.5, math.sqrt(max(free, 0) / (per_pixel * h * w)))

@@ -213,7 +213,8 @@ def plan_net(name: str, net: nn.Module, content: torch.Tensor, style: torch.Tens
     whole = per_pixel * hv * wv + 12 * h * w * (n_runs + 2)
     return tiling.plan((h, w), tile, max_memory, per_pixel, whole_bytes=whole,
                        what=f"a {w}x{h} image with {name}", align=align, margin=margin,
-                       feather=feather, buffers=12 * h * w, padded=(hv, wv))
+                       feather=feather, buffers=12 * h * w, padded=(hv, wv),
+                       device=next(net.parameters()).device)
 
 
 def run_tiled(net: TransformerNet, content: torch.Tensor, runs, bf16: bool, planned,

@@ -13,11 +13,17 @@ max-flow (PyMaxflow). The content positions of each label are then whitened with
 statistics and coloured with their style cluster's mean and covariance (:func:`stats.wct` with
 a mask) and decoded with the shipped WCT reconstruction decoder of that level.
 
-The paper renders once, at relu4_1, with a decoder trained for it. Here the finer passes of
-WCT's coarse-to-fine pipeline (relu3_1..relu1_1 by default) follow: the first pass's labelling of
-the content and of the style, upsampled (nearest) to each finer map, again gets per-label
-whitening-colouring. (Plain WCT there would bring back the colours of sub-styles the graph cut
-did not match.)
+Two renderers (control ``decoder``):
+
+* ``skip``: one pass, as in the paper, which renders once at relu4_1 with a decoder trained for
+  it: the relu4_1 decoder of avatar (:mod:`brushwork.methods.avatar`, shipped
+  ``avatar_vgg.safetensors``), whose AdaIN skip connections give the decoder's features the
+  style's statistics at relu3_1, relu2_1 and relu1_1.
+* ``cascade``: WCT's coarse-to-fine pipeline; after the relu4_1 pass the finer passes
+  (relu3_1..relu1_1 by default, control ``levels``) follow: the first pass's labelling of the
+  content and of the style, upsampled (nearest) to each finer map, again gets per-label
+  whitening-colouring. (Plain WCT there would bring back the colours of sub-styles the graph
+  cut did not match.)
 
 A label that wins fewer than 2 content positions is given up (its positions move to their
 next-best label): whitening needs at least two positions. With ``clusters=1`` the result is WCT's.
@@ -29,9 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from ..core.regions import kmeans
-from ..core.protocol import MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Control
+from ..core.protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Capabilities,
+                             Control)
 from ..core.stats import wct
 from ..errors import ControlError
+from . import avatar
+from . import feedforward as ff
 from .wct import LEVELS, WCT
 
 MAX_CLUSTERS = 64
@@ -42,6 +51,11 @@ CLUSTERS = Control("clusters", "int", 3,
 SMOOTHNESS = Control("smoothness", "float", 0.05,
                      "Potts weight of the sub-style labelling: 0 = each position takes its "
                      "nearest sub-style, larger = larger regions per sub-style (mst)", low=0.0)
+DECODER = Control("decoder", "str", "skip",
+                  "how mst renders: skip = one pass at relu4_1 through avatar's decoder (AdaIN "
+                  "skip connections to the style at relu3_1/2_1/1_1); cascade = WCT's passes "
+                  "relu4_1..relu1_1, per sub-style whitening-colouring at each (mst)",
+                  choices=("skip", "cascade"))
 
 
 def cosine_cost(feat: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -130,12 +144,45 @@ class MST(WCT):
     name = "mst"
     summary = ("MST (Zhang et al. 2019): the style's relu4_1 features k-means-clustered into "
                "sub-styles, matched to content regions by a graph cut (Potts, alpha-expansion), "
-               "WCT per sub-style, coarse to fine")
+               "WCT per sub-style; one skip-connected decoder pass or WCT's cascade")
     controls = {c.name: c for c in (STRENGTH, PRESERVE_COLOR, MASKS, STYLE_SCALE, LEVELS,
-                                    CLUSTERS, SMOOTHNESS)}
+                                    CLUSTERS, SMOOTHNESS, DECODER)}
+
+    capabilities = Capabilities(options=("weights", "encoder", "skip_weights"),
+                                video_defaults=WCT.capabilities.video_defaults)
+
+    def __init__(self, device="cpu", weights=None, encoder: str = "vgg", bf16: bool | None = None,
+                 skip_weights=None):
+        """``weights``: the wct file (its decoders: decoder=cascade); ``skip_weights``: the
+        avatar file whose decoder renders decoder=skip (default: the shipped one)."""
+        super().__init__(device, weights, encoder, bf16)
+        self.skip_decoder = None
+        if encoder == "vgg":  # the avatar decoder reads VGG19 features
+            _, _, state, meta, path = ff.open_weights("avatar", skip_weights,
+                                                      avatar.DEFAULT_FILE, avatar.TRAIN_HINT,
+                                                      self.device, self.bf16)
+            dec = avatar.AvatarDecoder(ff.meta_float(meta, "width", 1.0, path))
+            self.skip_decoder = ff.load_frozen(dec, "decoder", state, path, self.device)
+            self.weight_files.append(path)
+
+    def passes(self, c):
+        if c["decoder"] == "cascade":
+            return super().passes(c)
+        if c["levels"]:
+            raise ControlError("mst: levels applies to decoder=cascade; decoder=skip renders "
+                               "once, at relu4_1")
+        if self.skip_decoder is None:
+            raise ControlError("mst: decoder=skip needs the VGG19 encoder (avatar's decoder); "
+                               "use decoder=cascade with the small encoder")
+        return [ff.Pass(avatar.LAYERS, self.skip_decoder)]
+
+    def pass_decoder(self, p, cf, sfs, masks, weights, c):
+        if p.decoder is self.skip_decoder:
+            return avatar.FusedDecoder(p.decoder, cf, sfs, weights, masks, c["strength"])
+        return p.decoder
 
     def transform(self, cf, sf, mask, c, state):
-        (layer,) = cf
+        layer = avatar.LAYER if len(cf) > 1 else next(iter(cf))
         feat, style = cf[layer], sf[layer]
         region = None
         if mask is not None:

@@ -7,6 +7,12 @@ relu1_1..relu4_1 features of the decoded image against the crop's + ``--sparsity
 mean of the attention map (L1: it is positive). ``--init-decoder`` starts the decoder from a
 relu4_1 reconstruction decoder (a wct file), which the output of the module matches where the
 attention is high.
+
+``--style-weight W`` (> 0; not in the paper) adds a stylisation loss: each step also builds the
+multi-stroke target of (photo, painting) pairs (the attention module frozen), decodes it and
+adds ``--content-weight`` x the MSE between the output's relu4_1 features and the target + W x
+the mean/std distance to the painting at relu1_1..relu4_1, so the decoder learns to render the
+painting's statistics, not only to invert features. ``--init`` starts from an aams file.
 """
 from __future__ import annotations
 
@@ -20,12 +26,16 @@ from ..core.device import autocast
 from ..core.protocol import Clock, emit
 from ..core.losses import relative_mse
 from ..core.vgg import VGG19
-from ..core.weights import prefixed_state, save_weights
+from ..core.weights import (load_prefixed, load_weights, prefixed_state, resolve_weights,
+                            save_weights)
 from ..errors import BrushworkError
 from ..methods import feedforward as ff
-from ..methods.aams import CHANNELS, LAYER, SelfAttention
+from ..methods.aams import (CHANNELS, LAYER, MAX_STROKES, SelfAttention, multi_stroke,
+                             stroke_features)
 from . import common as training
-from .loops import add_init_decoder_argument, init_decoder
+from .loops import (STYLE_LOSS_LAYERS, add_init_decoder_argument,
+                    add_stylization_arguments, check_stylization_arguments, init_decoder,
+                    merge_parts, stylization_loss)
 
 PERCEPTUAL_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
@@ -42,6 +52,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--attention-lr", type=float, default=None,
                         help="learning rate of the attention module (default: 10 x --lr)")
     add_init_decoder_argument(parser, "relu4_1 (level 4)")
+    parser.add_argument("--init", metavar="FILE", default=None,
+                        help="start the attention module and the decoder from an aams weight "
+                             "file (e.g. the shipped aams_vgg.safetensors, to fine-tune it "
+                             "with --style-weight); ignored with --resume")
+    add_stylization_arguments(parser, "the multi-stroke features")
+    parser.add_argument("--strokes", type=int, default=3,
+                        help="stroke sizes of the stylisation loss's targets")
     parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
 
 
@@ -55,6 +72,9 @@ def check_arguments(args) -> None:
     for name in ("perceptual_weight", "sparsity_weight"):
         if not getattr(args, name) >= 0:
             raise BrushworkError(f"--{name.replace('_', '-')} must be zero or positive")
+    check_stylization_arguments(args)
+    if not 1 <= args.strokes <= MAX_STROKES:
+        raise BrushworkError(f"--strokes must be 1..{MAX_STROKES}, got {args.strokes}")
 
 
 def losses(vgg, att, dec, x, bf16, device, perceptual_weight, sparsity_weight):
@@ -76,6 +96,22 @@ def losses(vgg, att, dec, x, bf16, device, perceptual_weight, sparsity_weight):
     return total, parts, y, a
 
 
+def stylize_losses(vgg, att, dec, contents, styles, bf16, device, strokes, cw, sw):
+    """(total, parts) of the stylisation loss on (content, style) pairs: the multi-stroke
+    target of each pair (the attention module frozen) decoded and compared with the target and
+    the style (:func:`~brushwork.train.loops.stylization_loss`)."""
+    with torch.no_grad():
+        f = ff.encode(vgg, contents, [LAYER], bf16)[LAYER]
+        sf = ff.encode(vgg, styles, list(STYLE_LOSS_LAYERS), bf16)
+        t = torch.cat([multi_stroke(f[i:i + 1],
+                                    stroke_features(vgg, styles[i:i + 1], strokes, bf16),
+                                    att.attention_map(f[i:i + 1]))
+                       for i in range(len(contents))])
+    with autocast(device, bf16):
+        out = dec(t).float()
+    return stylization_loss(vgg, out, t, sf, bf16, cw, sw)
+
+
 def attention_image(a: torch.Tensor, size) -> torch.Tensor:
     """Attention maps (N, 1, h, w) as grey (N, 3, H, W) images, each stretched to [0, 1]."""
     lo = a.amin((1, 2, 3), keepdim=True)
@@ -94,13 +130,27 @@ def run(args, callback=None) -> Path:
     dec = decoder(4, args.width).to(device)
     if args.init_decoder and not args.resume:
         init_decoder(dec, args.init_decoder, 4, args.width)
+    if args.init and not args.resume:
+        path = resolve_weights(args.init, args.init, "pass an aams weight file")
+        state, _ = load_weights(path)
+        load_prefixed(att, "attention", state, path)
+        load_prefixed(dec, "decoder", state, path)
     att_lr = args.attention_lr or 10 * args.lr
     opt = torch.optim.Adam([{"params": list(att.parameters()), "lr": att_lr},
                             {"params": list(dec.parameters()), "lr": args.lr}])
 
     def loss_fn(x):
-        total, parts, _, _ = losses(vgg, att, dec, x, bf16, device, args.perceptual_weight,
-                                    args.sparsity_weight)
+        total, parts = 0.0, {}
+        if args.reconstruction_weight:
+            total, parts, _, _ = losses(vgg, att, dec, x, bf16, device, args.perceptual_weight,
+                                        args.sparsity_weight)
+            total = args.reconstruction_weight * total
+        if args.style_weight:
+            st, sp = stylize_losses(vgg, att, dec, next(c_it).to(device), next(s_it).to(device),
+                                    bf16, device, args.strokes, args.content_weight,
+                                    args.style_weight)
+            total = total + st
+            parts = merge_parts(total, parts, sp)
         return total, parts
 
     def sample_fn(x):
@@ -110,7 +160,9 @@ def run(args, callback=None) -> Path:
 
     meta = {"method": "aams", "level": "4", "width": str(args.width), "inner": str(args.inner),
             "encoder": "vgg", "perceptual_weight": str(args.perceptual_weight),
-            "sparsity_weight": str(args.sparsity_weight), "attention_lr": str(att_lr)}
+            "sparsity_weight": str(args.sparsity_weight), "attention_lr": str(att_lr),
+            "style_weight": str(args.style_weight), "content_weight": str(args.content_weight),
+            "reconstruction_weight": str(args.reconstruction_weight)}
     models = {"attention": att, "decoder": dec}
     images = contents + styles
     ckpt = training.checkpoint_path(args)
@@ -120,6 +172,9 @@ def run(args, callback=None) -> Path:
         step = training.load_checkpoint(ckpt, models=models, optimizers={"all": opt})["step"]
         opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = att_lr, args.lr
     it = training.batches(images, args.size, args.batch, args.seed, start_step=step)
+    c_it = training.batches(contents, args.size, args.batch, args.seed, start_step=step,
+                            stream=2)
+    s_it = training.batches(styles, args.size, args.batch, args.seed, start_step=step, stream=3)
     fixed = training.sample_batch(images, args.size, 4, training.step_generator(args.seed, 0, 9))
     clock, t0, parts = Clock(), step, {}
     while step < args.steps:
@@ -154,6 +209,9 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
             "encoder": "vgg", "steps": str(info["step"]), "crop": str(probe.get("size")),
             "batch": str(probe.get("batch")), "lr": str(probe.get("lr")),
             "perceptual_weight": str(probe.get("perceptual_weight")),
-            "sparsity_weight": str(probe.get("sparsity_weight")), **(extra_meta or {})}
+            "sparsity_weight": str(probe.get("sparsity_weight")),
+            **{k: str(probe[k]) for k in ("style_weight", "content_weight",
+                                          "reconstruction_weight") if k in probe},
+            **(extra_meta or {})}
     state = {**prefixed_state("attention", att.eval()), **prefixed_state("decoder", dec.eval())}
     return save_weights(state, out, fp16=fp16, metadata=meta)

@@ -7,6 +7,13 @@ pixel MSE (0-255 scale) + ``--perceptual-weight`` x the relative MSE of VGG19 re
 features of output and input (+ optional total variation). Photos (``--content``) and paintings
 (``--styles``) are one pool of training images.
 
+``--style-weight W`` (> 0) adds a stylisation loss, which the paper does not use: each step
+also decorates a batch of (photo, painting) pairs, decodes them with the skip connections to
+the painting and adds ``--content-weight`` x the MSE between the output's relu4_1 features and
+the decorated target + W x the mean/std distance to the painting at relu1_1..relu4_1 (the
+AdaIN decoder's losses). A decoder trained for reconstruction alone inverts features; this
+teaches it to render the painting's statistics that the decorated features ask for.
+
 The decoder starts from the layers of ``--init`` whose shapes match (default: the relu4_1
 decoder of the shipped wct weights, the same architecture; an adain relu3_1 file fills the
 last five convolutions), so a short run suffices.
@@ -28,6 +35,8 @@ from ..errors import BrushworkError
 from ..methods import feedforward as ff
 from ..methods.avatar import LAYER, LAYERS, AvatarDecoder, FusedDecoder, decorate, self_fuse
 from . import common as training
+from .loops import (STYLE_LOSS_LAYERS, add_stylization_arguments,
+                    check_stylization_arguments, merge_parts, stylization_loss)
 
 PERCEPTUAL_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 DEFAULT_INIT = "wct_vgg.safetensors"
@@ -40,6 +49,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--perceptual-weight", type=float, default=1000.0,
                         help="weight of the VGG feature loss (relative MSE, relu1_1..relu4_1)")
     parser.add_argument("--tv-weight", type=float, default=0.0)
+    add_stylization_arguments(parser, "the decorated features (skip connections to the "
+                                      "painting)")
+    parser.add_argument("--patch-size", type=int, default=3,
+                        help="decorator patch size of the stylisation loss")
     parser.add_argument("--init", default=DEFAULT_INIT,
                         help="weight file whose decoder convolutions of matching shape start "
                              "the decoder (a wct file's relu4_1 decoder, or an adain file's); "
@@ -96,6 +109,19 @@ def losses(enc, dec, images, bf16, device, pw, fw, tw):
     return total, parts, out
 
 
+def stylize_losses(enc, dec, contents, styles, bf16, device, cw, sw, patch=3):
+    """(total, parts) of the stylisation loss on a batch of (content, style) pairs: the
+    decorated relu4_1 target decoded with skip connections to the style."""
+    with torch.no_grad():
+        cf = ff.encode(enc, contents, list(LAYERS), bf16)
+        sf = ff.encode(enc, styles, list(STYLE_LOSS_LAYERS), bf16)
+        t = torch.cat([decorate(cf[LAYER][i:i + 1], sf[LAYER][i:i + 1], patch)
+                       for i in range(len(contents))])
+    with autocast(device, bf16):
+        out = FusedDecoder(dec, cf, [sf], [1.0], None, 1.0)(t).float()
+    return stylization_loss(enc, out, t, sf, bf16, cw, sw)
+
+
 @torch.no_grad()
 def stylize_batch(enc, dec, contents, styles, bf16, patch: int = 3) -> torch.Tensor:
     """Avatar stylisation of each (content, style) pair of two batches (for sample grids)."""
@@ -115,6 +141,7 @@ def run(args, callback=None) -> Path:
     for name in ("pixel_weight", "perceptual_weight", "tv_weight"):
         if getattr(args, name) < 0:
             raise BrushworkError(f"--{name.replace('_', '-')} must not be negative")
+    check_stylization_arguments(args)
     contents, styles = training.load_training_data(args)
     pool = contents + styles
     enc = VGG19(device=device, autocast=bf16, last_layer=LAYER)
@@ -131,6 +158,13 @@ def run(args, callback=None) -> Path:
         step = training.load_checkpoint(ckpt, models={"decoder": dec},
                                         optimizers={"decoder": opt}, lr=args.lr)["step"]
     it = training.batches(pool, args.size, args.batch, args.seed, start_step=step, stream=0)
+    if args.style_weight:
+        if args.patch_size < 1 or args.patch_size % 2 == 0:
+            raise BrushworkError(f"--patch-size must be odd and >= 1, got {args.patch_size}")
+        c_it = training.batches(contents, args.size, args.batch, args.seed, start_step=step,
+                                stream=2)
+        s_it = training.batches(styles, args.size, args.batch, args.seed, start_step=step,
+                                stream=3)
     fixed = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
     fixed_s = training.sample_batch(styles, args.size, 4,
                                     training.step_generator(args.seed, 0, 10))
@@ -139,8 +173,17 @@ def run(args, callback=None) -> Path:
     parts = {}
     while step < args.steps:
         images = next(it).to(device)
-        total, parts, _ = losses(enc, dec, images, bf16, device, args.pixel_weight,
-                                 args.perceptual_weight, args.tv_weight)
+        total, parts = 0.0, {}
+        if args.reconstruction_weight:
+            total, parts, _ = losses(enc, dec, images, bf16, device, args.pixel_weight,
+                                     args.perceptual_weight, args.tv_weight)
+            total = args.reconstruction_weight * total
+        if args.style_weight:
+            st, sp = stylize_losses(enc, dec, next(c_it).to(device), next(s_it).to(device),
+                                    bf16, device, args.content_weight, args.style_weight,
+                                    args.patch_size)
+            total = total + st
+            parts = merge_parts(total, parts, sp)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -159,7 +202,8 @@ def run(args, callback=None) -> Path:
             "crop": str(args.size), "batch": str(args.batch), "lr": str(args.lr),
             "pixel_weight": str(args.pixel_weight),
             "perceptual_weight": str(args.perceptual_weight), "tv_weight": str(args.tv_weight),
-            "init": init}
+            "style_weight": str(args.style_weight), "content_weight": str(args.content_weight),
+            "reconstruction_weight": str(args.reconstruction_weight), "init": init}
     save_weights(prefixed_state("decoder", dec.eval()), args.out, fp16=args.fp16, metadata=meta)
     emit(callback, training.train_event("avatar", step, args.steps, parts, clock(),
                                         f"wrote {args.out}", kind="done"))
@@ -178,5 +222,8 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
             "crop": str(probe.get("size")), "batch": str(probe.get("batch")),
             "lr": str(probe.get("lr")), "pixel_weight": str(probe.get("pixel_weight")),
             "perceptual_weight": str(probe.get("perceptual_weight")),
-            "tv_weight": str(probe.get("tv_weight")), **(extra_meta or {})}
+            "tv_weight": str(probe.get("tv_weight")),
+            **{k: str(probe[k]) for k in ("style_weight", "content_weight",
+                                          "reconstruction_weight") if k in probe},
+            **(extra_meta or {})}
     return save_weights(prefixed_state("decoder", dec), out, fp16=fp16, metadata=meta)

@@ -127,6 +127,8 @@ def train_loop(method: str, args, net: TransformerNet, targets: PerceptualTarget
         if done % args.checkpoint_every == 0 or done == args.steps:
             training.save_checkpoint(ckpt, models={"net": net}, optimizers={"opt": opt},
                                      step=done, config=vars(args))
+            training.log_line(Path(ckpt).with_suffix(".log.jsonl"),
+                              {"step": done, "time": round(clock(), 1), **log})
         if args.sample_every and (done % args.sample_every == 0 or done == args.steps):
             training.save_grid([x[:4], out.detach()[:4]],
                                Path(ckpt).with_name(Path(ckpt).stem + f"_sample_{done:06d}.png"))

@@ -13,8 +13,10 @@ import math
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from ..core.blocks import LEVEL_LAYERS, SmallEncoder
+from ..core.losses import mean_std_distance
 from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
 from ..core.weights import load_prefixed, load_weights, prefixed_state, save_weights
@@ -52,6 +54,50 @@ def paired_sampler(contents, styles, args):
     return zip(training.batches(contents, args.size, args.batch, args.seed, start_step=start),
                training.batches(styles, args.size, args.batch, args.seed, start_step=start,
                                 stream=1))
+
+
+STYLE_LOSS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+
+
+def add_stylization_arguments(parser, what: str) -> None:
+    """The options of the stylisation loss that reconstruction-trained decoders can add."""
+    parser.add_argument("--style-weight", type=float, default=0.0,
+                        help=f"weight of the stylisation loss's mean/std term: each step also "
+                             f"decodes {what} of (photo, painting) pairs and compares the "
+                             f"output's relu1_1..relu4_1 statistics with the painting's; 0 = "
+                             f"reconstruction only (the paper)")
+    parser.add_argument("--content-weight", type=float, default=1.0,
+                        help="weight of the stylisation loss's content term (relu4_1 of the "
+                             "output vs the target features); used with --style-weight")
+    parser.add_argument("--reconstruction-weight", type=float, default=1.0,
+                        help="weight of the reconstruction loss")
+
+
+def check_stylization_arguments(args) -> None:
+    for name in ("style_weight", "content_weight", "reconstruction_weight"):
+        if not getattr(args, name) >= 0:
+            raise BrushworkError(f"--{name.replace('_', '-')} must be zero or positive")
+    if not (args.reconstruction_weight or args.style_weight):
+        raise BrushworkError("--reconstruction-weight and --style-weight are both 0: "
+                             "nothing to train")
+
+
+def stylization_loss(enc, out, target, style_feats, bf16, cw, sw):
+    """(total, parts) of the stylisation loss of decoded images ``out`` for relu4_1 ``target``
+    features: ``cw`` x MSE of the output's relu4_1 features against the target + ``sw`` x the
+    mean/std distance (:func:`~brushwork.core.losses.mean_std_distance`) of its
+    relu1_1..relu4_1 features to ``style_feats`` (the AdaIN decoder's losses)."""
+    of = ff.encode(enc, out, list(STYLE_LOSS_LAYERS), bf16)
+    lc = F.mse_loss(of["relu4_1"], target)
+    ls = mean_std_distance(of, style_feats, STYLE_LOSS_LAYERS)
+    return cw * lc + sw * ls, {"content": float(lc.detach()), "style": float(ls.detach())}
+
+
+def merge_parts(total, *parts: dict) -> dict:
+    """One loss record from several terms' parts (their own totals dropped)."""
+    out = {k: v for p in parts for k, v in p.items() if k != "total"}
+    out["total"] = float(total.detach())
+    return out
 
 
 def load_distilled(path) -> tuple[SmallEncoder, dict, dict]:
