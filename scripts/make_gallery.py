@@ -80,6 +80,8 @@ JOBS = [
     ("linear.jpg", "arbitrary", "linear", "linear", MACHU, [KANDINSKY], {}, {}),
     ("sanet.jpg", "arbitrary", "sanet", "sanet", MACHU, [KANDINSKY], {}, {}),
     ("styleswap.jpg", "arbitrary", "styleswap", "styleswap", MACHU, [KANDINSKY], {}, {}),
+    ("totalst.jpg", "arbitrary", "totalst", "totalst", MACHU, [KANDINSKY], {}, {}),
+    ("efanet.jpg", "arbitrary", "efanet", "efanet", MACHU, [KANDINSKY], {}, {}),
     ("efdm.jpg", "feature-space", "efdm", "efdm", MACHU, [KANDINSKY], {}, {}),
     ("avatar.jpg", "feature-space", "avatar", "avatar", MACHU, [KANDINSKY], {}, {}),
     ("mst.jpg", "feature-space", "mst", "mst", MACHU, [KANDINSKY], {}, {}),

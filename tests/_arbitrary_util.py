@@ -119,6 +119,42 @@ def noise_png(path, size, seed) -> str:
     return str(path)
 
 
+def assert_pinned_tiny(model, expected, expected_mean) -> None:
+    """A tiny model's output on ``image(40, 48, 0)`` styled by ``image(32, 40, 1)``: in range,
+    deterministic, its row 20 columns 20..23 (all channels) equal to ``expected`` and its mean
+    to ``expected_mean`` (to 1e-4)."""
+    content, style = image(40, 48, 0), image(32, 40, 1)
+    out = model.stylize(content, [style], seed=0)
+    assert out.shape == content.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    torch.testing.assert_close(model.stylize(content, [style], seed=0), out)  # deterministic
+    got = out[0, :, 20, 20:24].flatten()
+    torch.testing.assert_close(got, torch.tensor(expected), atol=1e-4, rtol=0)
+    assert abs(float(out.mean()) - expected_mean) < 1e-4
+
+
+def assert_strength_zero_is_reconstruction(model) -> None:
+    """``strength=0`` gives ``model.reconstruct(content)``; 0.5 and 1 differ from it."""
+    content, style = image(40, 48, 0), image(32, 40, 1)
+    zero = model.stylize(content, [style], controls={"strength": 0.0})
+    torch.testing.assert_close(zero, model.reconstruct(content), atol=1e-6, rtol=0)
+    full = model.stylize(content, [style])
+    half = model.stylize(content, [style], controls={"strength": 0.5})
+    assert not torch.allclose(zero, full, atol=1e-3) and not torch.allclose(half, full, atol=1e-3)
+
+
+def training_folders(root):
+    """``root/content`` (3 images) and ``root/styles`` (2): smooth seeded 48x40 PNGs (random
+    colours upscaled 4x), the data of a trainer's tiny runs; returns ``root``."""
+    import numpy as np
+    from PIL import Image
+    for sub, n in (("content", 3), ("styles", 2)):
+        (root / sub).mkdir()
+        for i in range(n):
+            base = np.random.default_rng(10 * n + i).integers(0, 256, (10, 12, 3), dtype=np.uint8)
+            Image.fromarray(base).resize((48, 40), Image.BILINEAR).save(root / sub / f"{i}.png")
+    return root
+
+
 def assert_cli_refused(argv, dest, capsys) -> None:
     """``brushwork ARGV -o DEST`` exits 2 with one ``brushwork: error:`` line and writes
     nothing at DEST."""

@@ -13,8 +13,10 @@ from brushwork.core.weights import prefixed_state, resolve_weights, save_weights
 from brushwork.methods.avatar import (Avatar, AvatarDecoder, decorate,
                                       skip_channels)
 from brushwork.train import avatar as trainer
+from brushwork.train.loops import conv_layers
 
-from _arbitrary_util import check_weights_and_masks, image, lively, save_tiny
+from _arbitrary_util import (assert_pinned_tiny, assert_strength_zero_is_reconstruction,
+                             check_weights_and_masks, image, lively, save_tiny, training_folders)
 
 ENC_W = 1 / 16  # small encoder and decoder: 4/8/16/32 channels at relu1_1..relu4_1
 
@@ -89,14 +91,7 @@ def test_decoder_has_the_plain_decoders_tensors_and_skip_channels():
 
 # ----------------------------------------------------------------------------- the method
 def test_pinned_tiny_output(model):
-    content, style = image(40, 48, 0), image(32, 40, 1)
-    out = model.stylize(content, [style], seed=0)
-    assert out.shape == content.shape and 0 <= float(out.min()) and float(out.max()) <= 1
-    torch.testing.assert_close(model.stylize(content, [style], seed=0), out)  # deterministic
-    got = out[0, :, 20, 20:24].flatten()
-    expected = torch.tensor(PINNED_TINY)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
-    assert abs(float(out.mean()) - PINNED_TINY_MEAN) < 1e-4
+    assert_pinned_tiny(model, PINNED_TINY, PINNED_TINY_MEAN)
 
 
 PINNED_TINY = [0.05647, 0.0922, 0.08601, 0.07889, 0.27508, 0.30307, 0.2883, 0.29278, 0.10365,
@@ -105,12 +100,7 @@ PINNED_TINY_MEAN = 0.170211
 
 
 def test_strength_zero_is_the_contents_reconstruction(model):
-    content, style = image(40, 48, 0), image(32, 40, 1)
-    zero = model.stylize(content, [style], controls={"strength": 0.0})
-    torch.testing.assert_close(zero, model.reconstruct(content), atol=1e-6, rtol=0)
-    full = model.stylize(content, [style])
-    half = model.stylize(content, [style], controls={"strength": 0.5})
-    assert not torch.allclose(zero, full, atol=1e-3) and not torch.allclose(half, full, atol=1e-3)
+    assert_strength_zero_is_reconstruction(model)
 
 
 def test_two_styles_by_weights_and_by_masks(model):
@@ -177,20 +167,9 @@ def _start_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------- the trainer
-def _png(path, size, seed):
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, (size[1] // 4, size[0] // 4, 3), dtype=np.uint8)
-    Image.fromarray(base).resize(size, Image.BILINEAR).save(path)
-
-
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("avatar_data")
-    for sub, n in (("content", 3), ("styles", 2)):
-        (root / sub).mkdir()
-        for i in range(n):
-            _png(root / sub / f"{i}.png", (48, 40), 10 * n + i)
-    return root
+    return training_folders(tmp_path_factory.mktemp("avatar_data"))
 
 
 def _args(folders, out, **kw):
@@ -224,9 +203,9 @@ def test_two_steps_lower_the_loss():
 
 def test_adain_file_fills_the_last_five_convolutions():
     dec = AvatarDecoder()
-    before = [c.weight.clone() for c in trainer._convs(dec)]
+    before = [c.weight.clone() for c in conv_layers(dec)]
     assert trainer.init_from(dec, resolve_weights(None, "adain_vgg.safetensors", "")) == 5
-    after = [c.weight for c in trainer._convs(dec)]
+    after = [c.weight for c in conv_layers(dec)]
     assert all(torch.equal(a, b) for a, b in zip(before[:4], after[:4]))
     assert not any(torch.equal(a, b) for a, b in zip(before[4:], after[4:]))
 

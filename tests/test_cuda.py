@@ -40,6 +40,9 @@ CASES = {
     # and the decoders amplify them
     "wct": ({}, 2 * GREY, 0.1),
     "aams": ({}, 2 * GREY, 0.1),    # and k-means stroke levels (start drawn on the CPU)
+    "totalst": ({}, 2 * GREY, 0.1),
+    # an affine map of the content features from learned layers on both images' statistics
+    "efanet": ({}, GREY, 0.02),
     # nearest-patch choices: a near tie may pick another patch, changing a few pixels a lot
     "styleswap": ({}, 2 * GREY, 0.3),
     "avatar": ({}, 2 * GREY, 0.3),

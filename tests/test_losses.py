@@ -116,3 +116,31 @@ def test_weighted_sum_returns_total_and_terms():
                                  "off": (0.0, torch.tensor(math.nan))})
     assert total.item() == pytest.approx(8.0)
     assert log == {"a": 6.0, "b": 2.0, "total": 8.0}
+
+
+def test_mean_cov_distance_known_values():
+    # two positions per channel: means and biased covariances by hand
+    a = torch.tensor([[1.0, 3.0], [0.0, 2.0]]).view(1, 2, 1, 2)   # mean (2, 1), cov [[1,1],[1,1]]
+    b = torch.tensor([[2.0, 2.0], [1.0, 1.0]]).view(1, 2, 1, 2)   # mean (2, 1), cov 0
+    assert L.mean_cov_distance({"x": a}, {"x": a}, ["x"]).item() == 0.0
+    # means equal; covariance entries all differ by 1 -> MSE 1
+    assert L.mean_cov_distance({"x": a}, {"x": b}, ["x"]).item() == pytest.approx(1.0)
+    shifted = a + torch.tensor([1.0, 3.0]).view(1, 2, 1, 1)  # mean difference (1, 3): MSE 5
+    got = L.mean_cov_distance({"x": shifted, "y": a}, {"x": b, "y": (S.mean_cov(b))}, ["x", "y"])
+    assert got.item() == pytest.approx(5.0 + 1.0 + 1.0)
+    # a batch-1 target against every sample; differentiable
+    x = torch.cat([a, b]).requires_grad_()
+    d = L.mean_cov_distance({"x": x}, {"x": b}, ["x"])
+    assert d.item() == pytest.approx(0.5)
+    d.backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0
+
+
+def test_mean_cov_distance_relative_is_scale_free():
+    a = torch.tensor([[1.0, 3.0], [0.0, 2.0]]).view(1, 2, 1, 2)  # mean (2, 1), cov all 1
+    b = torch.tensor([[2.0, 4.0], [1.0, 1.0]]).view(1, 2, 1, 2)  # mean (3, 1), cov [[1,0],[0,0]]
+    # means: MSE 0.5 / target mean square 5 = 0.1; covs: MSE 3/4 / target mean square 1/4 = 3
+    got = L.mean_cov_distance({"x": a}, {"x": b}, ["x"], relative=True)
+    assert got.item() == pytest.approx(0.1 + 3.0)
+    scaled = L.mean_cov_distance({"x": 10 * a}, {"x": 10 * b}, ["x"], relative=True)
+    assert scaled.item() == pytest.approx(got.item(), rel=1e-6)

@@ -114,7 +114,7 @@ def test_output_shape_range_and_determinism(method, content_img, style_img, styl
     wct1 = method.stylize(content_img, [style_img2], controls={"clusters": 1})
     assert (out - wct1).abs().mean() > 1e-3  # the sub-styles change the result
     two = method.stylize(content_img, [style_img, style_img2], style_weights=[0.5, 0.5],
-                         controls={"levels": ["4", "1"], "decoder": "cascade"})
+                         controls={"levels": ["4", "1"]})
     assert two.shape == content_img.shape
 
 
@@ -131,6 +131,11 @@ def test_skip_decoder_renders_once_through_avatars_decoder(method, content_img, 
         method.stylize(content_img, [style_img], controls={"decoder": "skip", "levels": ["4"]})
     with pytest.raises(ControlError, match="not one of"):
         method.stylize(content_img, [style_img], controls={"decoder": "fancy"})
+    # auto: levels select the cascade
+    lv = {"levels": ["4", "1"]}
+    torch.testing.assert_close(method.stylize(content_img, [style_img], controls=lv),
+                               method.stylize(content_img, [style_img],
+                                              controls={**lv, "decoder": "cascade"}))
 
 
 @pytest.mark.parametrize("value,needle", [("0", "minimum"), ("100000", "maximum"),

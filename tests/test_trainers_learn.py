@@ -59,7 +59,9 @@ def test_every_trainer_is_covered():
                "etnet",  # etnet's learning test: tests/test_etnet.py
                "texture-judge",  # tests/test_texture_judge.py
                "avatar",  # tests/test_avatar.py
-               "aams"}  # tests/test_aams.py
+               "aams",  # tests/test_aams.py
+               "totalst",  # tests/test_totalst.py
+               "efanet"}  # tests/test_efanet.py
     assert set(TRAINERS) == covered
 
 

@@ -68,6 +68,28 @@ def mean_std_distance(feats, targets, layers, *, relative: bool = False):
     return total
 
 
+def _mean_cov(v):
+    return v if isinstance(v, tuple) else mean_cov(v)
+
+
+def mean_cov_distance(feats, targets, layers, *, relative: bool = False):
+    """A mean/covariance style loss (Kim & Choi's): the sum over ``layers`` of MSE(mean) +
+    MSE(covariance) between the channel statistics of ``feats[l]`` and ``targets[l]``. Each
+    value is a feature map (its :func:`stats.mean_cov`: biased, batched, differentiable) or a
+    ``(mean (N, C), covariance (N, C, C))`` pair already taken; a target of batch 1 is
+    compared with every sample. ``relative``: the mean term divided by the target means' mean
+    square and the covariance term by the target covariances' (each clamped at 1e-8), so
+    layers of any scale weigh alike."""
+    total = 0.0
+    for name in layers:
+        (m, c), (tm, tc) = _mean_cov(feats[name]), _mean_cov(targets[name])
+        lm, lc = F.mse_loss(m, tm.expand_as(m)), F.mse_loss(c, tc.expand_as(c))
+        if relative:
+            lm, lc = lm / _energy(tm), lc / _energy(tc)
+        total = total + lm + lc
+    return total
+
+
 def relative_mse(x, target):
     """MSE divided by the target's mean square (clamped at 1e-8): a scale-free feature loss."""
     return F.mse_loss(x, target) / _energy(target)

@@ -20,6 +20,8 @@ from .asma import Asma
 from .analogy import Analogy
 from .aams import AAMS
 from .avatar import Avatar
+from .totalst import TotalST
+from .efanet import EFANet
 
 METHODS = {
     "gatys": Gatys,
@@ -37,6 +39,8 @@ METHODS = {
     "analogy": Analogy,
     "avatar": Avatar,
     "aams": AAMS,
+    "totalst": TotalST,
+    "efanet": EFANet,
 }
 
 

@@ -11,11 +11,12 @@ minimising, over the 4-neighbour grid of feature positions,
 smoothness: the Potts model with weight ``lambda`` = ``smoothness``), by alpha-expansion on
 max-flow (PyMaxflow). The content positions of each label are then whitened with their own
 statistics and coloured with their style cluster's mean and covariance (:func:`stats.wct` with
-a mask) and decoded with the shipped WCT reconstruction decoder of that level.
+a mask), then decoded by one of two renderers.
 
 Two renderers (control ``decoder``):
 
-* ``skip``: one pass, as in the paper, which renders once at relu4_1 with a decoder trained for
+* ``skip`` (what ``auto``, the default, picks unless ``levels`` are given or the encoder is the
+  small one): one pass, as in the paper, which renders once at relu4_1 with a decoder trained for
   it: the relu4_1 decoder of avatar (:mod:`brushwork.methods.avatar`, shipped
   ``avatar_vgg.safetensors``), whose AdaIN skip connections give the decoder's features the
   style's statistics at relu3_1, relu2_1 and relu1_1.
@@ -26,7 +27,8 @@ Two renderers (control ``decoder``):
   cut did not match.)
 
 A label that wins fewer than 2 content positions is given up (its positions move to their
-next-best label): whitening needs at least two positions. With ``clusters=1`` the result is WCT's.
+next-best label): whitening needs at least two positions. With ``clusters=1`` and
+``decoder=cascade`` the result is WCT's.
 """
 from __future__ import annotations
 
@@ -51,11 +53,12 @@ CLUSTERS = Control("clusters", "int", 3,
 SMOOTHNESS = Control("smoothness", "float", 0.05,
                      "Potts weight of the sub-style labelling: 0 = each position takes its "
                      "nearest sub-style, larger = larger regions per sub-style (mst)", low=0.0)
-DECODER = Control("decoder", "str", "skip",
+DECODER = Control("decoder", "str", "auto",
                   "how mst renders: skip = one pass at relu4_1 through avatar's decoder (AdaIN "
                   "skip connections to the style at relu3_1/2_1/1_1); cascade = WCT's passes "
-                  "relu4_1..relu1_1, per sub-style whitening-colouring at each (mst)",
-                  choices=("skip", "cascade"))
+                  "relu4_1..relu1_1, per sub-style whitening-colouring at each; auto = skip, "
+                  "or cascade when levels are given or the encoder is the small one (mst)",
+                  choices=("auto", "skip", "cascade"))
 
 
 def cosine_cost(feat: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -165,8 +168,14 @@ class MST(WCT):
             self.skip_decoder = ff.load_frozen(dec, "decoder", state, path, self.device)
             self.weight_files.append(path)
 
+    def renderer(self, c) -> str:
+        """"skip" or "cascade": the ``decoder`` control with "auto" resolved."""
+        if c["decoder"] != "auto":
+            return c["decoder"]
+        return "cascade" if c["levels"] or self.skip_decoder is None else "skip"
+
     def passes(self, c):
-        if c["decoder"] == "cascade":
+        if self.renderer(c) == "cascade":
             return super().passes(c)
         if c["levels"]:
             raise ControlError("mst: levels applies to decoder=cascade; decoder=skip renders "

@@ -7,6 +7,8 @@ from . import adain, asma, cin, classifier, distill, etnet, johnson, linear, san
 from . import texture_judge
 from . import avatar
 from . import aams
+from . import totalst
+from . import efanet
 
 TRAINERS = {
     "adain": adain,
@@ -22,4 +24,6 @@ TRAINERS = {
     "texture-judge": texture_judge,
     "avatar": avatar,
     "aams": aams,
+    "totalst": totalst,
+    "efanet": efanet,
 }

@@ -24,19 +24,19 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..core.device import autocast
 from ..core.losses import relative_mse, tv_loss
 from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
-from ..core.weights import load_weights, prefixed_state, resolve_weights, save_weights
+from ..core.weights import prefixed_state, resolve_weights, save_weights
 from ..errors import BrushworkError
 from ..methods import feedforward as ff
 from ..methods.avatar import LAYER, LAYERS, AvatarDecoder, FusedDecoder, decorate, self_fuse
 from . import common as training
 from .loops import (STYLE_LOSS_LAYERS, add_stylization_arguments,
-                    check_stylization_arguments, merge_parts, stylization_loss)
+                    check_stylization_arguments, conv_layers, copy_decoder_convs, merge_parts,
+                    stylization_loss)
 
 PERCEPTUAL_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 DEFAULT_INIT = "wct_vgg.safetensors"
@@ -60,33 +60,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
 
 
-def _convs(module: nn.Module) -> list[nn.Conv2d]:
-    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-
-
 def init_from(dec: AvatarDecoder, path) -> int:
     """Copy into ``dec`` the convolutions of the decoder in weight file ``path`` (``decoder4.*``
     of a wct file, else ``decoder.*``), aligned from the output end, wherever the shapes match;
     returns how many were copied."""
-    state, _ = load_weights(path)
-    prefix = "decoder4" if any(k.startswith("decoder4.") for k in state) else "decoder"
-    convs = {}
-    for k, v in state.items():
-        if k.startswith(prefix + "."):
-            idx, name = k[len(prefix) + 1:].split(".", 1)
-            convs.setdefault(int(idx), {})[name] = v
-    if not convs:
-        raise BrushworkError(f"{path}: no decoder tensors to start from")
-    src = [convs[i] for i in sorted(convs)]
-    dst = _convs(dec)
-    copied = 0
-    for s, d in zip(reversed(src), reversed(dst)):
-        if s.get("weight") is not None and s["weight"].shape == d.weight.shape:
-            with torch.no_grad():
-                d.weight.copy_(s["weight"])
-                d.bias.copy_(s["bias"])
-            copied += 1
-    return copied
+    return copy_decoder_convs(conv_layers(dec), path, ("decoder4", "decoder"))
 
 
 def losses(enc, dec, images, bf16, device, pw, fw, tw):

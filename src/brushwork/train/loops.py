@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ..core.blocks import LEVEL_LAYERS, SmallEncoder
 from ..core.losses import mean_std_distance
@@ -98,6 +99,38 @@ def merge_parts(total, *parts: dict) -> dict:
     out = {k: v for p in parts for k, v in p.items() if k != "total"}
     out["total"] = float(total.detach())
     return out
+
+
+def conv_layers(module: nn.Module) -> list[nn.Conv2d]:
+    """The convolutions of ``module`` in forward (module) order."""
+    return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+
+
+def copy_decoder_convs(convs: list[nn.Conv2d], path, prefixes) -> int:
+    """Copy into ``convs`` (a decoder's convolutions in forward order) the convolutions of the
+    decoder in weight file ``path`` stored under the first of ``prefixes`` the file holds
+    (``prefix.<index>.weight``), aligned from the output end, wherever the shapes match;
+    returns how many were copied."""
+    state, _ = load_weights(path)
+    prefix = next((p + "." for p in prefixes if any(k.startswith(p + ".") for k in state)), None)
+    layers = {}
+    for k, v in state.items():
+        if prefix and k.startswith(prefix):
+            idx, _, name = k[len(prefix):].partition(".")
+            if idx.isdigit():
+                layers.setdefault(int(idx), {})[name] = v
+    src = [layers[i] for i in sorted(layers) if layers[i].get("weight") is not None
+           and layers[i]["weight"].dim() == 4 and layers[i].get("bias") is not None]
+    if not src:
+        raise BrushworkError(f"{path}: no decoder tensors to start from")
+    copied = 0
+    for s, d in zip(reversed(src), reversed(convs)):
+        if s["weight"].shape == d.weight.shape:
+            with torch.no_grad():
+                d.weight.copy_(s["weight"])
+                d.bias.copy_(s["bias"])
+            copied += 1
+    return copied
 
 
 def load_distilled(path) -> tuple[SmallEncoder, dict, dict]:
