@@ -7,8 +7,8 @@ from pathlib import Path
 
 from ..core import validate
 from ..errors import ControlError
-from .common import EXIT_USAGE, METHOD_OPTIONS, add_method_flags, collect_controls, method_options, \
-    parse_style_weights, with_file_progress, with_progress
+from .common import EXIT_USAGE, METHOD_OPTIONS, add_method_flags, collect_controls, \
+    method_options, parse_style_weights, with_file_progress, with_progress
 
 
 def add_parsers(sub) -> None:

@@ -166,12 +166,16 @@ def stroke_key(k: int) -> str:
     return f"{LAYER}@stroke{k}"
 
 
-def stroke_features(enc, style: torch.Tensor, n: int, bf16: bool) -> list[torch.Tensor]:
+def stroke_features(enc, style: torch.Tensor, n: int, bf16: bool,
+                    full: torch.Tensor | None = None) -> list[torch.Tensor]:
     """relu4_1 features of the style at each of ``n`` stroke scales, finest first (the last
-    one: the style as given)."""
+    one: the style as given; ``full``: those features when already taken)."""
     h, w = style.shape[-2:]
     out = []
     for k, s in enumerate(stroke_scales(n)):
+        if k == n - 1 and full is not None:
+            out.append(full)
+            continue
         x = style if k == n - 1 else resize(
             style, (max(MIN_STYLE_SIDE, round(h * s)), max(MIN_STYLE_SIDE, round(w * s))))
         out.append(ff.encode(enc, x, [LAYER], bf16)[LAYER])

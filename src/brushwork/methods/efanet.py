@@ -27,8 +27,9 @@ exchange works on a ``dim``-channel code (default 32) by 1x1 convolutions and FC
 fusion is the AdaIN-residual form above.
 
 Training (``brushwork train efanet``): exchange block and decoder together; content loss
-(the output's features at the block's level vs the target), style loss (relative Gram matrix distance at
-relu1_1..relu4_1, the paper's Gram statistic) and the whitening loss of the content code.
+(the output's features at the block's level vs the target), style loss (relative Gram
+matrix distance at relu1_1..relu4_1, the paper's Gram statistic) and the whitening loss of the
+content code.
 
 Controls: strength, several styles with weights, masks (a style per region; the content's
 channel statistics taken in the region, as in AdaIN's spatial control), colour preservation,

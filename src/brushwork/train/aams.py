@@ -35,7 +35,7 @@ from ..methods.aams import (CHANNELS, LAYER, MAX_STROKES, SelfAttention, multi_s
 from . import common as training
 from .loops import (STYLE_LOSS_LAYERS, add_init_decoder_argument,
                     add_stylization_arguments, check_stylization_arguments, init_decoder,
-                    merge_parts, stylization_loss)
+                    merge_parts, paired_sampler, stylization_loss)
 
 PERCEPTUAL_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 
@@ -104,7 +104,8 @@ def stylize_losses(vgg, att, dec, contents, styles, bf16, device, strokes, cw, s
         f = ff.encode(vgg, contents, [LAYER], bf16)[LAYER]
         sf = ff.encode(vgg, styles, list(STYLE_LOSS_LAYERS), bf16)
         t = torch.cat([multi_stroke(f[i:i + 1],
-                                    stroke_features(vgg, styles[i:i + 1], strokes, bf16),
+                                    stroke_features(vgg, styles[i:i + 1], strokes, bf16,
+                                                    full=sf[LAYER][i:i + 1]),
                                     att.attention_map(f[i:i + 1]))
                        for i in range(len(contents))])
     with autocast(device, bf16):
@@ -146,9 +147,9 @@ def run(args, callback=None) -> Path:
                                         args.sparsity_weight)
             total = args.reconstruction_weight * total
         if args.style_weight:
-            st, sp = stylize_losses(vgg, att, dec, next(c_it).to(device), next(s_it).to(device),
-                                    bf16, device, args.strokes, args.content_weight,
-                                    args.style_weight)
+            content, style = (t.to(device) for t in next(pairs))
+            st, sp = stylize_losses(vgg, att, dec, content, style, bf16, device, args.strokes,
+                                    args.content_weight, args.style_weight)
             total = total + st
             parts = merge_parts(total, parts, sp)
         return total, parts
@@ -172,9 +173,7 @@ def run(args, callback=None) -> Path:
         step = training.load_checkpoint(ckpt, models=models, optimizers={"all": opt})["step"]
         opt.param_groups[0]["lr"], opt.param_groups[1]["lr"] = att_lr, args.lr
     it = training.batches(images, args.size, args.batch, args.seed, start_step=step)
-    c_it = training.batches(contents, args.size, args.batch, args.seed, start_step=step,
-                            stream=2)
-    s_it = training.batches(styles, args.size, args.batch, args.seed, start_step=step, stream=3)
+    pairs = paired_sampler(contents, styles, args, start=step, streams=(2, 3))
     fixed = training.sample_batch(images, args.size, 4, training.step_generator(args.seed, 0, 9))
     clock, t0, parts = Clock(), step, {}
     while step < args.steps:

@@ -36,7 +36,7 @@ from ..methods.avatar import LAYER, LAYERS, AvatarDecoder, FusedDecoder, decorat
 from . import common as training
 from .loops import (STYLE_LOSS_LAYERS, add_stylization_arguments,
                     check_stylization_arguments, conv_layers, copy_decoder_convs, merge_parts,
-                    stylization_loss)
+                    paired_sampler, stylization_loss)
 
 PERCEPTUAL_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 DEFAULT_INIT = "wct_vgg.safetensors"
@@ -139,10 +139,7 @@ def run(args, callback=None) -> Path:
     if args.style_weight:
         if args.patch_size < 1 or args.patch_size % 2 == 0:
             raise BrushworkError(f"--patch-size must be odd and >= 1, got {args.patch_size}")
-        c_it = training.batches(contents, args.size, args.batch, args.seed, start_step=step,
-                                stream=2)
-        s_it = training.batches(styles, args.size, args.batch, args.seed, start_step=step,
-                                stream=3)
+        pairs = paired_sampler(contents, styles, args, start=step, streams=(2, 3))
     fixed = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
     fixed_s = training.sample_batch(styles, args.size, 4,
                                     training.step_generator(args.seed, 0, 10))
@@ -157,9 +154,9 @@ def run(args, callback=None) -> Path:
                                      args.perceptual_weight, args.tv_weight)
             total = args.reconstruction_weight * total
         if args.style_weight:
-            st, sp = stylize_losses(enc, dec, next(c_it).to(device), next(s_it).to(device),
-                                    bf16, device, args.content_weight, args.style_weight,
-                                    args.patch_size)
+            content, style = (x.to(device) for x in next(pairs))
+            st, sp = stylize_losses(enc, dec, content, style, bf16, device, args.content_weight,
+                                    args.style_weight, args.patch_size)
             total = total + st
             parts = merge_parts(total, parts, sp)
         opt.zero_grad(set_to_none=True)

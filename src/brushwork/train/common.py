@@ -210,9 +210,18 @@ def after_step(name: str, args, step: int, t0: int, total: torch.Tensor,
     emit(callback, train_event(name, step, args.steps, losses, clock(),
                                f"{(step - t0) / max(clock(), 1e-9):.2f} it/s"))
     if step % args.checkpoint_every == 0 or step == args.steps:
-        save_checkpoint(ckpt, models=models, optimizers=optimizers, step=step, config=config)
-        log_line(ckpt.with_suffix(".log.jsonl"), {"step": step, "time": round(clock(), 1), **losses})
+        checkpoint_and_log(ckpt, models=models, optimizers=optimizers, step=step, config=config,
+                           seconds=clock(), losses=losses)
     return bool(args.sample_every) and (step % args.sample_every == 0 or step == args.steps)
+
+
+def checkpoint_and_log(ckpt, *, models, optimizers, step: int, config, seconds: float,
+                       losses: dict[str, float]) -> None:
+    """Save the checkpoint of ``step`` and append its line (step, time, losses) to the run's
+    ``.log.jsonl`` beside it."""
+    save_checkpoint(ckpt, models=models, optimizers=optimizers, step=step, config=config)
+    log_line(Path(ckpt).with_suffix(".log.jsonl"),
+             {"step": step, "time": round(seconds, 1), **losses})
 
 
 def log_line(path, record: dict) -> None:

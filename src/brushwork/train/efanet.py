@@ -20,7 +20,6 @@ or an adain file of that level, so short runs start from a working AdaIN network
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -32,12 +31,12 @@ from ..core.losses import relative_mse
 from ..core.protocol import Clock, emit
 from ..core.stats import gram
 from ..core.vgg import LAYER_CHANNELS, VGG19
-from ..core.weights import load_prefixed, load_weights, prefixed_state, resolve_weights, \
-    save_weights
+from ..core.weights import prefixed_state, resolve_weights, save_weights
 from ..errors import BrushworkError
 from ..methods import feedforward as ff
 from ..methods.efanet import ExchangeBlock, whitening_loss
 from . import common as training
+from .loops import init_decoder, paired_sampler
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 DEFAULT_INIT = "wct_vgg.safetensors"
@@ -72,28 +71,8 @@ def add_arguments(parser) -> None:
 def init_from(dec, path, level: int, width: float) -> str:
     """Load into ``dec`` the level-``level`` decoder of weight file ``path`` (``decoder{level}``
     of a wct file, ``decoder`` of an adain file of that level); returns a description."""
-    state, meta = load_weights(path)
-    name = Path(path).name
-    if meta.get("encoder", "vgg") != "vgg":
-        raise BrushworkError(f"--init {name}: a small-encoder file; give a VGG19 one")
-    if meta.get("method") == "wct":
-        if level not in ff.meta_levels(meta, path):
-            raise BrushworkError(f"--init {name}: no level-{level} decoder in this wct file")
-        prefix = f"decoder{level}"
-    elif meta.get("method") == "adain":
-        if int(ff.meta_float(meta, "level", 4, path)) != level:
-            raise BrushworkError(f"--init {name}: an adain file of level {meta.get('level')}, "
-                                 f"not {level}")
-        prefix = "decoder"
-    else:
-        raise BrushworkError(f"--init {name}: not a wct or adain weight file (method "
-                             f"{meta.get('method')!r})")
-    file_width = ff.meta_float(meta, "width", 1.0, path)
-    if not math.isclose(file_width, width):
-        raise BrushworkError(f"--init {name}: decoder width {file_width:g} differs from "
-                             f"--width {width:g}")
-    load_prefixed(dec, prefix, state, f"--init {name}")
-    return f"{name} ({prefix})"
+    prefix = init_decoder(dec, path, level, width, flag="--init", adain=True)
+    return f"{Path(path).name} ({prefix})"
 
 
 def gram_distance(feats: dict, targets: dict, layers=STYLE_LAYERS) -> torch.Tensor:
@@ -178,8 +157,7 @@ def run(args, callback=None) -> Path:
         step = info["step"]
         init = info["config"].get("init_used", init)
         config["init_used"] = init
-    c_it = training.batches(contents, args.size, args.batch, args.seed, start_step=step)
-    s_it = training.batches(styles, args.size, args.batch, args.seed, start_step=step, stream=1)
+    pairs = paired_sampler(contents, styles, args, start=step)
     fixed = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
     fixed_s = training.sample_batch(styles, args.size, 4,
                                     training.step_generator(args.seed, 0, 10))
@@ -188,7 +166,8 @@ def run(args, callback=None) -> Path:
     while step < args.steps:
         block.train()
         dec.train()
-        total, parts, _ = losses(enc, block, dec, next(c_it).to(device), next(s_it).to(device),
+        content, style = (x.to(device) for x in next(pairs))
+        total, parts, _ = losses(enc, block, dec, content, style,
                                  args.level, bf16, device, args.content_weight,
                                  args.style_weight, args.whitening_weight, args.identity_weight)
         opt.zero_grad(set_to_none=True)

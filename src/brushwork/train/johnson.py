@@ -125,10 +125,9 @@ def train_loop(method: str, args, net: TransformerNet, targets: PerceptualTarget
         done = step + 1
         emit(callback, training.train_event(method, done, args.steps, log, clock()))
         if done % args.checkpoint_every == 0 or done == args.steps:
-            training.save_checkpoint(ckpt, models={"net": net}, optimizers={"opt": opt},
-                                     step=done, config=vars(args))
-            training.log_line(Path(ckpt).with_suffix(".log.jsonl"),
-                              {"step": done, "time": round(clock(), 1), **log})
+            training.checkpoint_and_log(ckpt, models={"net": net}, optimizers={"opt": opt},
+                                        step=done, config=vars(args), seconds=clock(),
+                                        losses=log)
         if args.sample_every and (done % args.sample_every == 0 or done == args.steps):
             training.save_grid([x[:4], out.detach()[:4]],
                                Path(ckpt).with_name(Path(ckpt).stem + f"_sample_{done:06d}.png"))

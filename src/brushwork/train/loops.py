@@ -47,14 +47,17 @@ def recon_setup(args):
     return levels, device, bf16, contents + styles, vgg
 
 
-def paired_sampler(contents, styles, args):
-    """(content batch, style batch) pairs resuming at the checkpoint's step."""
-    start = 0
-    if args.resume:
-        start = training.load_checkpoint_step(training.checkpoint_path(args))
-    return zip(training.batches(contents, args.size, args.batch, args.seed, start_step=start),
+def paired_sampler(contents, styles, args, *, start: int | None = None, streams=(0, 1)):
+    """(content batch, style batch) pairs from step ``start`` (None: the checkpoint's step on
+    ``--resume``, else 0); ``streams``: the sampler streams of the two (a trainer that also
+    samples other batches takes others)."""
+    if start is None:
+        start = training.load_checkpoint_step(training.checkpoint_path(args)) \
+            if args.resume else 0
+    return zip(training.batches(contents, args.size, args.batch, args.seed, start_step=start,
+                                stream=streams[0]),
                training.batches(styles, args.size, args.batch, args.seed, start_step=start,
-                                stream=1))
+                                stream=streams[1]))
 
 
 STYLE_LOSS_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
@@ -157,30 +160,42 @@ def add_init_decoder_argument(parser, which: str) -> None:
                              f"(the checkpoint's decoder wins)")
 
 
-def init_decoder(dec, path, level: int, width: float) -> None:
+def init_decoder(dec, path, level: int, width: float, *, flag: str = "--init-decoder",
+                 adain: bool = False) -> str:
     """Load the level-``level`` decoder (``decoder{level}.*``) of a wct weight file into
-    ``dec``, a VGG19 decoder of ``width``; a one-line BrushworkError when the file cannot
-    provide it."""
+    ``dec``, a VGG19 decoder of ``width``; with ``adain``, an adain file of that level
+    (``decoder.*``) is taken too. Returns the prefix loaded; a one-line BrushworkError (naming
+    ``flag``) when the file cannot provide it."""
     path = Path(path)
     if not path.is_file():
-        raise BrushworkError(f"--init-decoder {path}: file not found")
+        raise BrushworkError(f"{flag} {path}: file not found")
     state, meta = load_weights(path)
     if meta.get("encoder", "vgg") != "vgg":
-        raise BrushworkError(f"--init-decoder {path}: a small-encoder file; give a VGG19 one "
+        raise BrushworkError(f"{flag} {path}: a small-encoder file; give a VGG19 one "
                              f"(from `brushwork train wct`)")
-    if meta.get("method") != "wct":
-        raise BrushworkError(f"--init-decoder {path}: not a wct weight file (method "
-                             f"{meta.get('method')!r}); make one with `brushwork train wct`")
-    levels = ff.meta_levels(meta, path)
-    if level not in levels:
-        raise BrushworkError(f"--init-decoder {path}: no level-{level} ({LEVEL_LAYERS[level]}) "
-                             f"decoder (the file has levels {levels}); train one with "
-                             f"`brushwork train wct --levels {level}`")
+    method = meta.get("method")
+    if adain and method == "adain":
+        file_level = int(ff.meta_float(meta, "level", 4, path))
+        if file_level != level:
+            raise BrushworkError(f"{flag} {path}: an adain file of level {file_level}, not "
+                                 f"{level}")
+        prefix = "decoder"
+    elif method != "wct":
+        raise BrushworkError(f"{flag} {path}: not a wct{' or adain' if adain else ''} weight "
+                             f"file (method {method!r}); make one with `brushwork train wct`")
+    else:
+        levels = ff.meta_levels(meta, path)
+        if level not in levels:
+            raise BrushworkError(f"{flag} {path}: no level-{level} ({LEVEL_LAYERS[level]}) "
+                                 f"decoder (the file has levels {levels}); train one with "
+                                 f"`brushwork train wct --levels {level}`")
+        prefix = f"decoder{level}"
     file_width = ff.meta_float(meta, "width", 1.0, path)
     if not math.isclose(file_width, width):
-        raise BrushworkError(f"--init-decoder {path}: decoder width {file_width:g} differs from "
+        raise BrushworkError(f"{flag} {path}: decoder width {file_width:g} differs from "
                              f"--width {width:g}")
-    load_prefixed(dec, f"decoder{level}", state, f"--init-decoder {path}")
+    load_prefixed(dec, prefix, state, f"{flag} {path}")
+    return prefix
 
 
 def recon_image(enc, dec, x, level, bf16):

@@ -34,7 +34,7 @@ from ..methods import feedforward as ff
 from ..methods.totalst import (LAYER, LAYERS, SCOPES, SKIP_LAYERS, TotalDecoder,
                                joint_features, total_transform)
 from . import common as training
-from .loops import STYLE_LOSS_LAYERS, conv_layers, copy_decoder_convs
+from .loops import STYLE_LOSS_LAYERS, conv_layers, copy_decoder_convs, paired_sampler
 
 DEFAULT_INIT = "adain_vgg.safetensors"
 INIT_HINT = "pass --init PATH (an adain relu3_1 or totalst weight file) or --init none"
@@ -146,10 +146,7 @@ def run(args, callback=None) -> Path:
         step = info["step"]
         init = info["config"].get("init_used", init)
         config["init_used"] = init
-    c_iter = training.batches(contents, args.size, args.batch, args.seed, start_step=step,
-                              stream=0)
-    s_iter = training.batches(styles, args.size, args.batch, args.seed, start_step=step,
-                              stream=1)
+    pairs = paired_sampler(contents, styles, args, start=step)
     fixed_c = training.sample_batch(contents, args.size, 4,
                                     training.step_generator(args.seed, 0, 9))
     fixed_s = training.sample_batch(styles, args.size, 4,
@@ -158,7 +155,7 @@ def run(args, callback=None) -> Path:
     dec.train()
     parts = {}
     while step < args.steps:
-        content, style = next(c_iter).to(device), next(s_iter).to(device)
+        content, style = (x.to(device) for x in next(pairs))
         total, parts, _ = losses(enc, dec, content, style, bf16, device, args.content_weight,
                                  args.intra_weight, args.inter_weight, args.scale_stats)
         opt.zero_grad(set_to_none=True)
