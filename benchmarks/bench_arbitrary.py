@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brushwork.core.memory import keep_freed_memory
 from brushwork.eval import metrics
 from brushwork.errors import BrushworkError
 from brushwork.core.image import load_image, resize_long_side, to_pil, to_tensor
@@ -106,6 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None)
     p.add_argument("--save-dir", default=None, help="save every output PNG here")
     args = p.parse_args(argv)
+    keep_freed_memory()  # as the CLI and the studio do (BRUSHWORK_MALLOC=system: malloc as is)
     torch.set_num_threads(args.threads)
     weights = dict(w.split("=", 1) for w in args.weights)
 

@@ -125,15 +125,6 @@ def test_stroke_scales_and_weights_known_values():
     assert torch.allclose(flat.sum(0), torch.ones(1, 4, 4))
 
 
-def test_whiten_colour_round_trip():
-    f = torch.rand(1, 6, 9, 9, generator=torch.Generator().manual_seed(1))
-    white, mean, cov = A.whiten(f)
-    wm, wc = feature_stats(white[0].flatten(1))
-    assert torch.allclose(wm, torch.zeros_like(wm), atol=1e-6)
-    assert torch.allclose(wc, torch.eye(6, dtype=wc.dtype), atol=1e-5)
-    assert torch.allclose(A.colour(white, mean, cov), f, atol=1e-5)
-
-
 # ------------------------------------------------------------------------------- the method
 def test_registered_with_its_controls(model):
     assert METHODS["aams"] is A.AAMS

@@ -55,7 +55,7 @@ def test_unbiased_and_biased_relation_and_torch_std():
     _, sb = S.mean_std(f, eps=0)
     _, su = S.mean_std(f, eps=0, unbiased=True)
     assert torch.allclose(su ** 2, sb ** 2 * n / (n - 1))
-    assert torch.equal(su, f.flatten(2).std(2))  # classifier.statistics_of's std, exactly
+    assert torch.allclose(su, f.flatten(2).std(2), rtol=1e-12)  # classifier.statistics_of
     ones = torch.ones(1, 1, 6, 7, dtype=torch.float64)
     assert torch.allclose(S.mean_std(f, ones, eps=0)[1], sb)
 
@@ -135,6 +135,44 @@ def test_gram_of_a_known_tensor():
     # F F^T / (C HW): [[1 + 4, 3 + 8], [3 + 8, 9 + 16]] / 4
     assert torch.allclose(S.gram(f)[0], torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 4)
     assert torch.allclose(S.second_moment(f.flatten(2))[0], torch.tensor([[5.0, 11.0], [11.0, 25.0]]) / 2)
+
+
+def test_self_gram_gradcheck_in_both_memory_formats():
+    g = torch.Generator().manual_seed(0)
+    feat = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    nhwc = feat.contiguous(memory_format=torch.channels_last)
+    for x in (feat, nhwc):
+        assert torch.autograd.gradcheck(S.SelfGram.apply, (x.clone().requires_grad_(True),))
+    # the gradient comes back in the features' layout (no conversion for the next backward)
+    x = nhwc.clone().requires_grad_(True)
+    S.SelfGram.apply(x).sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gram_is_the_same_in_both_memory_formats_and_as_the_weighted_product():
+    g = torch.Generator().manual_seed(1)
+    feat = torch.rand(1, 6, 5, 7, generator=g)
+    f = feat.reshape(1, 6, 35)
+    weighted = torch.bmm(f / 35, f.transpose(1, 2)) / 6  # F W F^T / C with W = 1/HW
+    assert torch.allclose(S.gram(feat), weighted, rtol=1e-5)
+    assert torch.allclose(S.gram(feat.contiguous(memory_format=torch.channels_last)),
+                          S.gram(feat), rtol=1e-6)
+    full = torch.ones(1, 1, 5, 7)
+    assert torch.allclose(S.gram(feat, full), S.gram(feat), rtol=1e-5)
+
+
+def test_whiten_then_colour_round_trip_with_one_eigendecomposition():
+    f = torch.rand(6, 81, generator=torch.Generator().manual_seed(1))
+    white, mean, colouring = S.whiten(f, colouring=True)
+    wm, wc = S.feature_stats(white)
+    assert torch.allclose(wm, torch.zeros_like(wm), atol=1e-6)
+    assert torch.allclose(wc, torch.eye(6, dtype=wc.dtype), atol=1e-5)
+    assert torch.allclose(S.colour(white, mean, colouring), f, atol=1e-5)
+    assert S.whiten(f)[2] is None
+    cov = S.feature_stats(f)[1]
+    a, b = S.sym_power(cov, (-0.5, 0.5), S.WCT_EPS)
+    assert torch.equal(a, S.sym_power(cov, -0.5, S.WCT_EPS))
+    assert torch.allclose(a @ b, torch.eye(6, dtype=a.dtype), atol=1e-6)
 
 
 def test_sqrt_gram_of_a_known_tensor():

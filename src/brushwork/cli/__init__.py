@@ -11,6 +11,7 @@ import signal
 import sys
 
 from .. import __version__
+from ..core.memory import keep_freed_memory
 from ..errors import BrushworkError
 from .common import EXIT_USAGE, Parser
 
@@ -97,6 +98,8 @@ def main(argv=None) -> int:
             old[sig] = signal.signal(sig, _terminate)
     except ValueError:  # not the main thread: the caller owns the signals
         pass
+    if getattr(args, "tile", None) is None and getattr(args, "max_memory", None) is None:
+        keep_freed_memory()  # memory-planned runs keep the system's malloc (no extra peak)
     try:
         return args.func(args)
     except BrushworkError as e:

@@ -10,6 +10,7 @@
 * :mod:`.weights` — safetensors weight files, sha256 checks, the shipped files' manifest
 * :mod:`.files` — atomic writes
 * :mod:`.device` — devices, bf16, autocast
+* :mod:`.memory` — malloc settings that keep freed memory for reuse
 * :mod:`.protocol` — the method protocol, controls, capabilities, progress events
 * :mod:`.validate` — the checks the CLI, API and studio share
 """

@@ -65,3 +65,4 @@ def autocast(device: torch.device, enabled: bool = True):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+

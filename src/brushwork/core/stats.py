@@ -5,8 +5,8 @@ Features are (N, C, H, W) maps unless a function says (C, N) (one image's flatte
 the whitening-colouring path). A *mask* is (N or 1, 1, H', W') in [0, 1]; it is resized to the
 feature map by :func:`resize_mask` and masked statistics are mask-weighted.
 
-Each statistic has one implementation; its arguments reproduce, bit for bit, the variants the
-package used to write by hand (which differ in rounding, not in meaning):
+Each statistic has one implementation; its arguments select the variants the methods use
+(which differ in rounding, not in meaning):
 
 * ``eps`` placement: standard deviations are ``sqrt(var + eps)`` (``eps=0``: plain ``std``);
 * ``unbiased``: divide by n - 1 instead of n;
@@ -21,7 +21,8 @@ package used to write by hand (which differ in rounding, not in meaning):
 Contents: :func:`resize_mask`, :func:`flat_weights`, :func:`channel_mean`, :func:`mean_std`,
 :func:`normalize`, :func:`adain`, :func:`gram`, :func:`sqrt_gram`, :func:`second_moment`, :func:`rms`,
 :func:`mean_cov`, :func:`feature_stats`, :func:`sym_power`, :func:`sqrtm_psd`,
-:func:`trace_sqrtm`, :func:`wct_matrix`, :func:`apply_affine`, :func:`whiten_colour`,
+:func:`trace_sqrtm`, :func:`wct_matrix`, :func:`apply_affine`, :func:`whiten`, :func:`colour`,
+:func:`whiten_colour`,
 :func:`wct`, :func:`match_color`, :func:`sorted_values`, :func:`match_sorted`,
 :func:`exact_histogram_match`, :func:`log_standardize`.
 """
@@ -92,7 +93,7 @@ def channel_mean(feat: torch.Tensor, *, keepdim: bool = False) -> torch.Tensor:
     """Per-sample, per-channel mean over space (``Tensor.mean``): (N, C), or (N, C, 1, 1) with
     ``keepdim``."""
     _check4(feat)
-    return _shape(feat.flatten(2).mean(-1), keepdim)
+    return feat.mean((2, 3), keepdim=keepdim)
 
 
 def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float = 1e-5,
@@ -102,9 +103,9 @@ def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float
 
     Returns two (N, C) tensors, or (N, C, 1, 1) with ``keepdim``.
 
-    * no mask, ``weighted=False``: ``Tensor.mean`` / ``Tensor.var`` (``eps=0``: ``Tensor.std``,
-      so ``eps=0, unbiased=True`` is exactly ``x.flatten(2).std(2)``); the only path that
-      takes ``unbiased``;
+    * no mask, ``weighted=False``: the mean, then the mean squared deviation from it (divided
+      by HW - 1 with ``unbiased``: ``eps=0, unbiased=True`` is ``x.flatten(2).std(2)`` to
+      rounding); the only path that takes ``unbiased``;
     * a mask, or ``weighted=True``: mask-weighted (biased) moments. ``normalise="weights"``:
       the weights of :func:`flat_weights`, mean = sum(w f), var = sum(w (f - mean)^2).
       ``normalise="sums"`` (needs a mask): sum(m f) / total and sum(m (f - mean)^2) / total
@@ -114,11 +115,13 @@ def mean_std(feat: torch.Tensor, mask: torch.Tensor | None = None, *, eps: float
     if normalise not in ("weights", "sums"):
         raise BrushworkError(f"normalise must be 'weights' or 'sums', got {normalise!r}")
     if mask is None and not weighted:
-        flat = feat.flatten(2)
-        mean = flat.mean(-1)
-        std = (flat.var(-1, unbiased=unbiased) + eps).sqrt() if eps else \
-            flat.std(-1, unbiased=unbiased)
-        return _shape(mean, keepdim), _shape(std, keepdim)
+        # two passes (the mean, then the squared deviations): stable, and in either memory
+        # format without a copy (several times faster than Tensor.var's one-pass kernel)
+        mean = feat.mean((2, 3), keepdim=True)
+        n = feat.shape[2] * feat.shape[3]
+        var = (feat - mean).square().sum((2, 3), keepdim=True) / (n - 1 if unbiased else n)
+        std = (var + eps).sqrt() if eps else var.sqrt()
+        return (mean, std) if keepdim else (mean[..., 0, 0], std[..., 0, 0])
     if unbiased:
         raise BrushworkError("masked or weighted statistics are biased only")
     if normalise == "sums":
@@ -161,9 +164,45 @@ def adain(content_feat: torch.Tensor, style_feat: torch.Tensor, *,
 
 def gram(feat: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Gram matrix (N, C, C) = F W F^T / C, W the :func:`flat_weights` (summing to 1).
-    Unmasked: F F^T / (C H W), Gatys et al.'s Gram normalised by the layer size."""
+    Unmasked: F F^T / (C H W), Gatys et al.'s Gram normalised by the layer size, through
+    :class:`SelfGram` (no weighted copy of the map; either memory format)."""
+    if mask is None:
+        _check4(feat)
+        n, c, h, w = feat.shape
+        return SelfGram.apply(feat) / (c * h * w)
     f, w = flat_weights(feat, mask)
     return torch.bmm(f * w, f.transpose(1, 2)) / feat.shape[1]
+
+
+def _flat_channels(feat: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """A view of (N, C, H, W) ``feat`` as (N, HW, C) (True: channels-last storage) or
+    (N, C, HW) (False); a copy only when it is stored in neither layout."""
+    n, c, h, w = feat.shape
+    if feat.is_contiguous(memory_format=torch.channels_last) and not feat.is_contiguous():
+        return feat.permute(0, 2, 3, 1).reshape(n, h * w, c), True
+    return feat.reshape(n, c, h * w), False
+
+
+class SelfGram(torch.autograd.Function):
+    """G = F F^T, (N, C, C), of (N, C, H, W) features F flattened over space, with the
+    one-product gradient dF = (dG + dG^T) F, returned in the features' memory format
+    (autograd's own backward of ``bmm(f, f^T)`` takes two products and a sum)."""
+
+    @staticmethod
+    def forward(ctx, feat):
+        ctx.save_for_backward(feat)
+        f, nhwc = _flat_channels(feat)
+        return torch.bmm(f.transpose(1, 2), f) if nhwc else torch.bmm(f, f.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad):
+        feat, = ctx.saved_tensors
+        n, c, h, w = feat.shape
+        f, nhwc = _flat_channels(feat)
+        sym = grad + grad.transpose(1, 2)
+        if nhwc:
+            return torch.bmm(f, sym).reshape(n, h, w, c).permute(0, 3, 1, 2)
+        return torch.bmm(sym, f).reshape(n, c, h, w)
 
 
 def sqrt_gram(feat: torch.Tensor) -> torch.Tensor:
@@ -215,9 +254,11 @@ def feature_stats(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --------------------------------------------------------------------------- matrix functions
-def sym_power(a: torch.Tensor, power: float, eps: float | None = None) -> torch.Tensor:
+def sym_power(a: torch.Tensor, power: float | tuple[float, ...],
+              eps: float | None = None) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """``a ** power`` for symmetric PSD matrices (C, C) or batches (..., C, C), by eigh in
-    float64, returned in a's dtype.
+    float64, returned in a's dtype; a tuple of powers gives a tuple of matrices from the one
+    eigendecomposition.
 
     ``eps=None``: eigenvalues clamped at 0 (rounding noise of a PSD matrix; a negative
     ``power`` then needs a positive definite ``a``). ``eps`` given (one (C, C) matrix only):
@@ -225,14 +266,16 @@ def sym_power(a: torch.Tensor, power: float, eps: float | None = None) -> torch.
     well-determined subspace."""
     evals, evecs = torch.linalg.eigh(a.double())
     if eps is None:
-        p = evals.clamp_min(0).pow(power)
+        evals = evals.clamp_min(0)
     else:
         if a.dim() != 2:
             raise BrushworkError("sym_power with eps takes one (C, C) matrix")
         keep = evals > eps
         evals, evecs = evals[keep], evecs[:, keep]
-        p = evals.pow(power)
-    return (evecs * p.unsqueeze(-2) @ evecs.transpose(-1, -2)).to(a.dtype)
+    powers = power if isinstance(power, tuple) else (power,)
+    out = tuple((evecs * evals.pow(q).unsqueeze(-2) @ evecs.transpose(-1, -2)).to(a.dtype)
+                for q in powers)
+    return out if isinstance(power, tuple) else out[0]
 
 
 def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
@@ -265,6 +308,25 @@ def apply_affine(f: torch.Tensor, m: torch.Tensor, c_mean: torch.Tensor,
     positions, returned in f's dtype."""
     return torch.cat([(m @ (part.double() - c_mean) + s_mean).to(f.dtype)
                       for part in f.split(CHUNK, dim=1)], dim=1)
+
+
+def whiten(flat: torch.Tensor, *, colouring: bool = False, eps: float = WCT_EPS):
+    """Whitening of one image's (C, N) features: ``(W (f - mean), mean (C, 1), M)`` with the
+    :func:`feature_stats` mean and covariance, W = cov^(-1/2) and M = cov^(1/2) (the matrix
+    that colours whitened features back to these statistics, see :func:`colour`; None unless
+    ``colouring``), eigenvalues <= ``eps`` dropped; one eigendecomposition for both."""
+    mean, cov = feature_stats(flat)
+    if colouring:
+        w, m = sym_power(cov, (-0.5, 0.5), eps)
+    else:
+        w, m = sym_power(cov, -0.5, eps), None
+    return apply_affine(flat, w, mean, torch.zeros_like(mean)), mean, m
+
+
+def colour(white: torch.Tensor, mean: torch.Tensor, colouring: torch.Tensor) -> torch.Tensor:
+    """Whitened (C, N) features coloured with the mean (C, 1) and colouring matrix (C, C) that
+    :func:`whiten` returns: ``M white + mean``."""
+    return apply_affine(white, colouring, torch.zeros_like(mean), mean)
 
 
 def whiten_colour(content: torch.Tensor, style_mean: torch.Tensor,

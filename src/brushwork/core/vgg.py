@@ -195,8 +195,9 @@ class VGG19(nn.Module):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def forward(self, x: torch.Tensor, layers, *, fp32: bool = True) -> dict[str, torch.Tensor]:
-        """The requested layers' activations. With bf16 autocast they are returned as fp32
-        unless ``fp32=False`` (for callers that compute their losses under autocast too)."""
+        """The requested layers' activations, float32 and contiguous. ``fp32=False`` returns
+        them as computed (bf16 under autocast, channels-last with ``channels_last``) for
+        callers whose losses take either (no conversion copies and their backward)."""
         if isinstance(layers, str):
             layers = [layers]
         wanted = set(layers)
@@ -229,5 +230,5 @@ class VGG19(nn.Module):
                 if name in wanted:
                     out[name] = h
         if not fp32:
-            return {k: v.contiguous() for k, v in out.items()}
+            return out
         return {k: v.float().contiguous() for k, v in out.items()}

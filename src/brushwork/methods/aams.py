@@ -34,8 +34,7 @@ from ..core.blocks import decoder, style_swap
 from ..core.image import resize
 from ..core.protocol import MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Control
 from ..core.regions import kmeans
-from ..core.stats import (WCT_EPS, apply_affine, feature_stats, normalize, sym_power,
-                          whiten_colour)
+from ..core.stats import colour, normalize, whiten
 from ..core.vgg import VGG19
 from ..errors import BrushworkError
 from . import feedforward as ff
@@ -106,22 +105,6 @@ class SelfAttention(nn.Module):
 
 
 # ------------------------------------------------------------------------ the transform's parts
-def whiten(f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(whitened (1, C, H, W) features, their mean (C, 1), covariance (C, C)): zero mean,
-    identity covariance on the well-determined subspace."""
-    flat = f[0].flatten(1)
-    mean, cov = feature_stats(flat)
-    white = apply_affine(flat, sym_power(cov, -0.5, WCT_EPS), mean, torch.zeros_like(mean))
-    return white.view_as(f), mean, cov
-
-
-def colour(white: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor) -> torch.Tensor:
-    """Whitened (1, C, H, W) features given ``mean`` (C, 1) and covariance ``cov`` (C, C)."""
-    flat = white[0].flatten(1)
-    return apply_affine(flat, sym_power(cov, 0.5, WCT_EPS), torch.zeros_like(mean),
-                        mean).view_as(white)
-
-
 def stroke_scales(n: int) -> list[float]:
     """Style scale of each stroke, finest first, relative to the coarsest (1)."""
     return [STROKE_STEP ** (n - 1 - k) for k in range(n)]
@@ -188,15 +171,17 @@ def multi_stroke(f: torch.Tensor, style_feats: list[torch.Tensor], att: torch.Te
     whitened style map of ``style_feats`` (finest stroke first, the last one the coarsest),
     fused by :func:`stroke_weights` of ``att``, then whitened again and coloured with the
     coarsest map's mean and covariance."""
-    white = whiten(f)[0]
+    white = whiten(f[0].flatten(1))[0].view_as(f)
     weights = stroke_weights(att, len(style_feats), sigma)
     fused = 0
     for k, s in enumerate(style_feats):
-        ws, s_mean, s_cov = whiten(s)
-        fused = fused + weights[k:k + 1] * style_swap(white, ws, SWAP_PATCH, SWAP_STRIDE)
+        coarsest = k == len(style_feats) - 1
+        ws, s_mean, s_colour = whiten(s[0].flatten(1), colouring=coarsest)
+        fused = fused + weights[k:k + 1] * style_swap(white, ws.view_as(s), SWAP_PATCH,
+                                                      SWAP_STRIDE)
     # the blend of averaged patches has less than unit variance: whiten it again with its own
     # statistics so the colouring gives it exactly the style's mean and covariance
-    return whiten_colour(fused[0].flatten(1), s_mean, s_cov).view_as(fused)
+    return colour(whiten(fused[0].flatten(1))[0], s_mean, s_colour).view_as(fused)
 
 
 class AAMS(ff.FeedForward):

@@ -1,7 +1,7 @@
 """Avatar-Net: multi-scale zero-shot style transfer by feature decoration (Sheng et al. 2018).
 
 Encode content and style with VGG19 up to relu4_1. The *style decorator* whitens both feature
-maps (each with its own mean and covariance, :func:`brushwork.core.stats.sym_power`), replaces
+maps (each with its own mean and covariance, :func:`brushwork.core.stats.whiten`), replaces
 every whitened content patch by the whitened style patch with the highest normalised
 cross-correlation (:func:`brushwork.core.blocks.style_swap`, overlaps averaged) and colours
 the result with the style's covariance and mean. An hourglass decoder (the mirror of VGG19 up to
@@ -29,7 +29,7 @@ from ..core.blocks import DECODER_IN_SCALE, LEVEL_LAYERS, decoder, style_swap
 from ..core.image import to_tensor
 from ..core.protocol import (MASKS, PRESERVE_COLOR, STRENGTH, STYLE_SCALE, Capabilities,
                              Control)
-from ..core.stats import WCT_EPS, adain, apply_affine, feature_stats, mean_std, sym_power
+from ..core.stats import adain, colour, mean_std, whiten
 from ..errors import BrushworkError, ControlError
 from . import feedforward as ff
 
@@ -44,14 +44,6 @@ PATCH = Control("patch_size", "int", 3,
 
 
 # ---------------------------------------------------------------------------- the decorator
-def whiten(flat: torch.Tensor):
-    """(whitened (C, N) features, mean (C, 1), covariance (C, C)) of one image's (C, N)
-    features: W (f - mean) with W = cov^(-1/2) (eigenvalues <= WCT_EPS dropped)."""
-    mean, cov = feature_stats(flat)
-    w = sym_power(cov, -0.5, WCT_EPS)
-    return apply_affine(flat, w, mean, torch.zeros_like(mean)), mean, cov
-
-
 def decorate(content_feat: torch.Tensor, style_feat: torch.Tensor, patch: int = 3,
              stride: int = 1) -> torch.Tensor:
     """Avatar-Net's style decorator on (1, C, H, W) content and (1, C, H', W') style maps:
@@ -61,12 +53,10 @@ def decorate(content_feat: torch.Tensor, style_feat: torch.Tensor, patch: int = 
         raise BrushworkError("the style decorator works on one image at a time (batch of 1)")
     c, h, w = content_feat.shape[1:]
     zc, _, _ = whiten(content_feat[0].flatten(1))
-    zs, s_mean, s_cov = whiten(style_feat[0].flatten(1))
+    zs, s_mean, s_colour = whiten(style_feat[0].flatten(1), colouring=True)
     swapped = style_swap(zc.view(1, c, h, w), zs.view(1, c, *style_feat.shape[-2:]), patch,
                          stride)
-    colour = sym_power(s_cov, 0.5, WCT_EPS)
-    out = apply_affine(swapped[0].flatten(1), colour, torch.zeros_like(s_mean), s_mean)
-    return out.view_as(content_feat)
+    return colour(swapped[0].flatten(1), s_mean, s_colour).view_as(content_feat)
 
 
 def check_patch(patch: int, style_feat: torch.Tensor) -> None:
@@ -198,7 +188,7 @@ class Avatar(ff.FeedForward):
     def passes(self, c):
         if c["patch_size"] % 2 == 0:
             raise ControlError(f"avatar: patch_size must be odd, got {c['patch_size']}")
-        return [ff.Pass(LAYERS, self.decoder)]
+        return [ff.Pass(LAYERS, self.decoder, native=SKIP_LAYERS)]
 
     def transform(self, cf, sf, mask, c, state):
         check_patch(c["patch_size"], sf[LAYER])
@@ -221,6 +211,6 @@ class Avatar(ff.FeedForward):
         hw = tuple(x.shape[-2:])
         b = min(ff.BORDER, hw[0] - 1, hw[1] - 1)
         xb = ff.with_border(x, b, 8)
-        cf = ff.encode(self.encoder, xb, list(LAYERS), self.bf16)
+        cf = ff.encode(self.encoder, xb, list(LAYERS), self.bf16, SKIP_LAYERS)
         out = ff.decode(FusedDecoder(self.decoder, cf, [], [], None, 0.0), cf[LAYER], self.bf16)
         return ff.finish(out[..., b:b + hw[0], b:b + hw[1]], hw, None)

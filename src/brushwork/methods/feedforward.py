@@ -105,14 +105,16 @@ def make_encoder(meta: dict, state: dict, device, bf16: bool, last_layer: str, p
     raise BrushworkError(f"{path}: unknown encoder {kind!r} in metadata")
 
 
-def encode(enc, x: torch.Tensor, layers, bf16: bool) -> dict[str, torch.Tensor]:
-    """Features as float32, contiguous (NCHW) tensors; the convs run in NHWC (channels last),
-    2-3x faster on CPU."""
+def encode(enc, x: torch.Tensor, layers, bf16: bool, native=()) -> dict[str, torch.Tensor]:
+    """Features as float32 tensors, contiguous (NCHW) but for the ``native`` layers, which keep
+    the convs' NHWC layout (for readers of channel statistics: no conversion copy); the convs
+    run in NHWC (channels last), 2-3x faster on CPU."""
     if isinstance(enc, VGG19):
-        return enc(x, layers)
-    with autocast(x.device, bf16):
-        out = enc(x.contiguous(memory_format=NHWC), layers)
-    return {k: v.float().contiguous() for k, v in out.items()}
+        out = enc(x, layers, fp32=False)
+    else:
+        with autocast(x.device, bf16):
+            out = enc(x.contiguous(memory_format=NHWC), layers)
+    return {k: v.float() if k in native else v.float().contiguous() for k, v in out.items()}
 
 
 def decode(dec, feat: torch.Tensor, bf16: bool) -> torch.Tensor:
@@ -229,12 +231,14 @@ def encode_big(enc, x: torch.Tensor, layer: str, bf16: bool, stride: int) -> tor
     return out
 
 
-def encode_layers_big(enc, x: torch.Tensor, layers, bf16: bool) -> dict[str, torch.Tensor]:
+def encode_layers_big(enc, x: torch.Tensor, layers, bf16: bool,
+                      native=()) -> dict[str, torch.Tensor]:
     """``{layer: encode_big(enc, x, layer)}``: one encoder run for all layers when ``x`` is
-    small enough to encode whole, tiled per layer otherwise."""
+    small enough to encode whole (``native`` as for :func:`encode`), tiled per layer
+    otherwise."""
     h, w = x.shape[-2:]
     if h * w <= TILE_PIXELS:
-        return encode(enc, x, list(layers), bf16)
+        return encode(enc, x, list(layers), bf16, native)
     return {layer: encode_big(enc, x, layer, bf16, LAYER_STRIDE[layer]) for layer in layers}
 
 
@@ -258,9 +262,11 @@ def decode_big(dec, feat: torch.Tensor, bf16: bool, stride: int) -> torch.Tensor
 @dataclass
 class Pass:
     """One encode-transform-decode pass: the encoder ``layers`` the transform reads (the first is
-    the one it returns and the decoder takes) and the ``decoder``."""
+    the one it returns and the decoder takes) and the ``decoder``; ``native``: layers read only
+    through channel statistics, left in the encoder's layout (see :func:`encode`)."""
     layers: tuple[str, ...]
     decoder: nn.Module
+    native: tuple[str, ...] = ()
 
 
 class FeedForward:
@@ -289,7 +295,7 @@ class FeedForward:
     def style_features(self, style: torch.Tensor, p: Pass, c: dict) -> dict:
         """The style features pass ``p``'s transform reads: the encoder at ``p.layers``. A
         transform that needs more (aams: the style at several scales) adds them here."""
-        return encode(self.encoder, style, list(p.layers), self.bf16)
+        return encode(self.encoder, style, list(p.layers), self.bf16, p.native)
 
     def transform(self, cf: dict, sf: dict, mask, c: dict, state: dict) -> torch.Tensor:
         """Target features at ``layers[0]`` for content features ``cf`` and style features
@@ -321,7 +327,7 @@ class FeedForward:
         pm = None if masks is None else [with_border(m, b, mult) for m in masks]
         states = [{} for _ in styles]
         for i, p in enumerate(passes):
-            cf = encode_layers_big(self.encoder, x, p.layers, self.bf16)
+            cf = encode_layers_big(self.encoder, x, p.layers, self.bf16, p.native)
             sfs = [self.style_features(s, p, c) for s in styles]
             targets = [self.transform(cf, sf, None if pm is None else pm[j], c, states[j])
                        for j, sf in enumerate(sfs)]

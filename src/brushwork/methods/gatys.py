@@ -238,7 +238,10 @@ class Gatys:
         key = (pooling, bf16)
         enc = self._encoders.get(key)
         if enc is None or LAYER_INDEX[enc.last_layer] < LAYER_INDEX[last]:
-            enc = VGG19(pooling, device=self.device, autocast=bf16, last_layer=last)
+            # NHWC convs (faster forward and backward on oneDNN and tensor cores); the losses
+            # take the features in that layout (enc(..., fp32=False): no conversion copies)
+            enc = VGG19(pooling, device=self.device, autocast=bf16, last_layer=last,
+                        channels_last=True)
             self._encoders[key] = enc
         return enc
 
@@ -744,22 +747,9 @@ class MapMRFLoss(nn.Module):
         return ((L.extract_patches(feat, s) - target) ** 2).mean()
 
 
-class _WholeGramLoss(L.GramLoss):
-    """The Gram loss over the whole image, with the Gram matrix as ``second_moment / C``: the
-    value of :class:`L.GramLoss` without weighting every position by the uniform 1/HW (a
-    feature-sized product and its backward less, per layer and step)."""
-
-    def forward(self, feat):
-        if self.mask is not None:
-            return super().forward(feat)
-        n, c = feat.shape[:2]
-        g = S.second_moment(feat.reshape(n, c, -1)) / c
-        return F.mse_loss(g, self.target.expand(n, -1, -1))
-
-
 def _style_loss(kind, feat, mask=None):
     if kind == "gram":
-        return L.GramLoss(feat, mask=mask) if mask is not None else _WholeGramLoss(feat)
+        return L.GramLoss(feat, mask=mask)
     if kind == "meanstd":
         return L.MeanStdLoss(feat, mask=mask)
     if kind == "efdm":  # EFDM's loss is the histogram loss (MSE to the exact match)
@@ -770,7 +760,7 @@ def _style_loss(kind, feat, mask=None):
 def _mixed_style_loss(kind, feats, weights):
     """One loss whose target is the weighted mix of every style's target statistic."""
     if kind == "gram":
-        return _WholeGramLoss(target_gram=sum(w * L.gram(f) for w, f in zip(weights, feats)))
+        return L.GramLoss(target_gram=sum(w * L.gram(f) for w, f in zip(weights, feats)))
     if kind == "efdm":
         return _mixed_histogram_loss(feats, weights)
     mod = _style_loss(kind, feats[0])

@@ -183,7 +183,7 @@ class MST(WCT):
         if self.skip_decoder is None:
             raise ControlError("mst: decoder=skip needs the VGG19 encoder (avatar's decoder); "
                                "use decoder=cascade with the small encoder")
-        return [ff.Pass(avatar.LAYERS, self.skip_decoder)]
+        return [ff.Pass(avatar.LAYERS, self.skip_decoder, native=avatar.SKIP_LAYERS)]
 
     def pass_decoder(self, p, cf, sfs, masks, weights, c):
         if p.decoder is self.skip_decoder:

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from .. import __version__
+from ..core.memory import keep_freed_memory
 from .catalog import Catalog
 from .db import ACTIVE, FINISHED, JobStore
 from .intake import MAX_FIELD, MAX_FILES, Refused, check_request
@@ -187,6 +188,7 @@ class Studio:
                               threads=self.config.threads, device=self.config.device,
                               max_pixels=self.config.max_pixels)
         self.catalog = Catalog(self.queue.models.get)
+        keep_freed_memory()  # the workers' tensors reuse freed memory (no page faults)
         self.queue.start()
 
     def stop(self) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Callable
 from .. import api
 from ..core.files import atomic_write
 from ..core.image import load_image, save_image, to_pil
+from ..core.memory import give_back_freed_memory
 from ..core.recipe import dumps, make_recipe, weights_sha256
 from ..core.weights import sha256_file
 from ..errors import BrushworkError
@@ -204,6 +205,9 @@ class JobQueue:
             finally:
                 with self._live_lock:
                     self.running -= 1
+                    idle = self.running == 0
+                if idle:  # what the jobs kept for reuse goes back to the system
+                    give_back_freed_memory()
                 row = self.store.get(job_id)
                 if row and row["state"] == "done" and row["kind"] == "image":
                     live.preview = None  # the result file is its preview from now on
