@@ -1,5 +1,6 @@
-"""Semantic maps and auto-regions for gatys (core/regions.py): per-region statistics pull each
-content region to its own style region; bad maps are refused with one line."""
+"""Semantic maps and auto-regions (core/regions.py) for gatys and the feed-forward methods:
+per-region statistics pull each content region to its own style region; bad maps are refused
+with one line."""
 import numpy as np
 import pytest
 import torch
@@ -156,5 +157,45 @@ def test_auto_regions_runs_in_gatys_and_is_refused_with_maps(gatys, content, hal
         gatys.stylize(content, [halves[2]], controls={"steps": 1, "auto_regions": 2,
                                                       "content_map": _map(RED, GREEN),
                                                       "style_map": _map(RED, GREEN)})
-    with pytest.raises(ControlError, match="adain"):
-        brushwork.stylize(content, halves[2], "adain", size=0, auto_regions=2)
+    with pytest.raises(ControlError, match="johnson"):  # built-in styles: no style image
+        brushwork.stylize(content, None, "johnson", size=0, auto_regions=2)
+
+
+def test_region_style_keeps_only_the_regions_pixels():
+    style = torch.rand(1, 3, 20, 30, generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros(1, 1, 20, 30)
+    mask[..., 5:9, 10:25] = 1
+    mask[..., 5:7, 10:12] = 0  # a hole: filled from the nearest region pixel
+    out = R.region_style(style, mask)
+    assert out.shape[-2:] == (32, 120)  # the 4x15 box, brought up to the 32 px minimum
+    inside = {tuple(v) for v in style[0, :, 5:9, 10:25].permute(1, 2, 0).reshape(-1, 3)
+              .mul(1e4).round().tolist()}
+    got = {tuple(v) for v in out[0].permute(1, 2, 0).reshape(-1, 3).mul(1e4).round().tolist()}
+    assert got <= inside  # every pixel is one of the region's
+    with pytest.raises(ControlError, match="no pixel"):
+        R.region_style(style, torch.zeros(1, 1, 20, 30))
+
+
+@pytest.mark.parametrize("method", ["adain", "wct", "avatar"])
+def test_auto_regions_in_feed_forward_methods_style_each_half_from_its_own(method):
+    """A grey photo of the style's two textures, side by side: with auto_regions each half
+    takes the colours of its own style half. adain's whole-style statistics colour both
+    halves alike, so its regions are much closer; wct's and avatar's whole-style results
+    already follow the textures, and their regions stay as close."""
+    a, b, style = _halves(96)
+    grey = style.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    content = 0.5 * grey / grey.mean() * 0.8
+    st = brushwork.get_stylizer(method)
+    plain = st.stylize(content, [style], controls={})
+    regions = st.stylize(content, [style], controls={"auto_regions": 2}, seed=0)
+    assert regions.shape == plain.shape == content.shape
+
+    def mean_rgb_error(img):  # each half's mean colour against its own style half's
+        return float((img[..., :48].mean((2, 3)) - a.mean((2, 3))).abs().sum()
+                     + (img[..., 48:].mean((2, 3)) - b.mean((2, 3))).abs().sum())
+    assert mean_rgb_error(regions) < (0.6 if method == "adain" else 1.1) * mean_rgb_error(plain)
+    with pytest.raises(ControlError, match="exactly one style"):
+        st.stylize(content, [style, style], controls={"auto_regions": 2})
+    with pytest.raises(ControlError, match="masks"):
+        st.stylize(content, [style], controls={"auto_regions": 2,
+                                               "masks": [torch.ones(1, 3, 96, 96)]})

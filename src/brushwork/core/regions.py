@@ -228,6 +228,35 @@ def label_regions(content_labels: torch.Tensor, style_labels: torch.Tensor, cont
     return out
 
 
+MIN_REGION_SIDE = 32
+"""Shortest side of a region's style image (4 relu4_1 positions: room for 3x3 patches)."""
+
+
+def region_style(style: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A style image made of one region's pixels: ``style`` (1, 3, H, W) cropped to the
+    bounding box of ``mask`` (1, 1, H, W, > 0.5 inside) with every pixel outside the region
+    replaced by its nearest pixel inside it, so a method that reads a whole style image sees
+    only that region's colours and textures. The feed-forward methods' ``auto_regions``."""
+    from scipy.ndimage import distance_transform_edt
+
+    inside = (mask[0, 0] > 0.5).cpu().numpy()
+    if not inside.any():
+        raise ControlError("auto_regions: a style region holds no pixel")
+    ys, xs = np.nonzero(inside)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    box = inside[y0:y1, x0:x1]
+    _, (iy, ix) = distance_transform_edt(~box, return_indices=True)
+    crop = style[..., y0:y1, x0:x1]
+    idx = torch.from_numpy((iy * box.shape[1] + ix).reshape(-1)).to(style.device)
+    filled = crop.reshape(1, 3, -1).index_select(2, idx).reshape(crop.shape)
+    if min(filled.shape[-2:]) < MIN_REGION_SIDE:  # small regions: brought up, aspect kept
+        f = MIN_REGION_SIDE / min(filled.shape[-2:])
+        filled = F.interpolate(filled, size=(max(MIN_REGION_SIDE, round(filled.shape[-2] * f)),
+                                             max(MIN_REGION_SIDE, round(filled.shape[-1] * f))),
+                               mode="nearest")
+    return filled.contiguous()
+
+
 def region_maps(content_labels: torch.Tensor, style_labels: torch.Tensor,
                 content_size: tuple[int, int] | None = None,
                 style_size: tuple[int, int] | None = None) -> tuple[Image.Image, Image.Image]:

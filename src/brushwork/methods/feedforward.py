@@ -35,7 +35,8 @@ from ..core.device import NHWC, autocast, has_bf16
 from ..core.weights import load_prefixed, load_weights, resolve_weights
 from ..errors import BrushworkError, ControlError
 from ..core.image import load_masks, resize, to_tensor
-from ..core.protocol import Capabilities, Clock, Progress, begin, emit
+from ..core import regions as R
+from ..core.protocol import AUTO_REGIONS, Capabilities, Clock, Progress, begin, emit
 from ..core.vgg import LAYER_STRIDE, VGG19
 
 # Reflect-padded margin around the content (cropped after decoding), in pixels.
@@ -144,6 +145,27 @@ def prepare(content, styles, c: dict, device):
     scale = c.get("style_scale", 1.0)
     styles = [resize(s, style_size(s.shape[-2:], hw, scale)) for s in styles]
     return content, styles, masks, content_rgb
+
+
+def auto_region_styles(content, styles, masks, weights, c: dict, seed):
+    """The ``auto_regions`` control on :func:`prepare`'s tensors: corresponding regions of the
+    content and its one style (:func:`brushwork.core.regions.auto_regions`), the style split
+    into one style image per region (:func:`~brushwork.core.regions.region_style`), each
+    applied through the masks to its content region. Returns (styles, masks, weights);
+    unchanged without the control."""
+    k = c.get("auto_regions")
+    if k is None:
+        return styles, masks, weights
+    if len(styles) != 1:
+        raise ControlError(f"auto_regions takes exactly one style image, got {len(styles)}")
+    if masks is not None:
+        raise ControlError("auto_regions and masks cannot be combined (the regions are the masks)")
+    labels = R.auto_regions(content, styles[0], k, R.KMEANS_SEED if seed is None else seed,
+                            style_scale=c.get("style_scale", 1.0))
+    regions = R.label_regions(*labels, content.shape[-2:], styles[0].shape[-2:])
+    styles = [R.region_style(styles[0], sm.to(content.device)) for _, _, sm in regions]
+    masks = [cm.to(content.device) for _, cm, _ in regions]
+    return styles, masks, [1.0 / len(regions)] * len(regions)
 
 
 def finish(out: torch.Tensor, content_hw, content_rgb) -> torch.Tensor:
@@ -278,6 +300,14 @@ class FeedForward:
     reflected margin (cropped after decoding) so the encoder's zero padding leaves no dark frame
     along the edges; ``control_defaults`` overrides control defaults (e.g. a weight file's own
     strength)."""
+
+    def __init_subclass__(cls, **kwargs):
+        # a method that takes masks also takes auto_regions (regions found for it, each
+        # content region styled from its style region through the masks)
+        super().__init_subclass__(**kwargs)
+        controls = getattr(cls, "controls", {})
+        if "masks" in controls and "auto_regions" not in controls:
+            cls.controls = {**controls, "auto_regions": AUTO_REGIONS}
     capabilities = Capabilities(options=("weights",))
     border = False
     control_defaults: dict = {}
@@ -315,6 +345,7 @@ class FeedForward:
         passes = self.passes(c)
         clock = Clock()
         content, styles, masks, content_rgb = prepare(content, styles, c, self.device)
+        styles, masks, weights = auto_region_styles(content, styles, masks, weights, c, seed)
         hw = tuple(content.shape[-2:])
         mult = max(LAYER_STRIDE[layer] for p in passes for layer in p.layers)
         b = min(BORDER, hw[0] - 1, hw[1] - 1) if self.border else 0

@@ -236,6 +236,7 @@ class TotalST(ff.FeedForward):
         scope = c["scale_stats"]
         clock = Clock()
         content, styles, masks, content_rgb = ff.prepare(content, styles, c, self.device)
+        styles, masks, weights = ff.auto_region_styles(content, styles, masks, weights, c, seed)
         hw = tuple(content.shape[-2:])
         b = min(ff.BORDER, hw[0] - 1, hw[1] - 1)
         x = ff.with_border(content, b, STRIDE)
