@@ -129,7 +129,7 @@ def test_stroke_scales_and_weights_known_values():
 def test_registered_with_its_controls(model):
     assert METHODS["aams"] is A.AAMS
     assert set(model.controls) == {"strength", "preserve_color", "masks", "style_scale",
-                                   "strokes"}
+                                   "strokes", "auto_regions"}
     assert model.controls["strokes"].default == 3
     with pytest.raises(ControlError, match="patch_size"):
         model.stylize(image(40, 48, 0), [image(40, 40, 1)], controls={"patch_size": 3})
