@@ -64,7 +64,7 @@ QUICK = {"gatys": {"steps": 3}, "analogy": {"iterations": 1, "deconv_steps": 0}}
 
 # trainers that take --device (classifier and texture-judge fit on CPU features)
 FEED_FORWARD = ("adain", "wct", "linear", "sanet", "etnet", "distill", "johnson", "cin", "asma",
-                "avatar", "aams", "totalst", "efanet")
+                "avatar", "aams", "totalst", "efanet", "fcs")
 TINY_TRAINERS = ("adain", "johnson")
 # paper-like settings beyond each trainer's defaults (its defaults are the paper's otherwise)
 PAPER = {"sanet": ["--batch", "5"], "johnson": ["--width", "1.0"], "cin": ["--width", "1.0"],
@@ -82,7 +82,8 @@ TINY = {"adain": ["--width", "0.03125"],
         "avatar": ["--batch", "1"],
         "aams": ["--width", "0.03125", "--inner", "4"],
         "totalst": ["--width", "0.0625", "--init", "none"],
-        "efanet": ["--width", "0.0625", "--init", "none", "--dim", "4", "--hidden", "8"]}
+        "efanet": ["--width", "0.0625", "--init", "none", "--dim", "4", "--hidden", "8"],
+        "fcs": ["--blocks", "2", "--width", "4"]}
 NO_DATA_CACHE = ("johnson", "cin", "asma")  # trainers without --data-cache
 CIN_STYLES = 8
 

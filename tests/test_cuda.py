@@ -49,6 +49,7 @@ CASES = {
     "mst": ({}, 2 * GREY, 0.3),     # k-means labels of the style features (start drawn on the CPU)
     # iterative: L-BFGS from the same seeded start; three steps keep the paths close
     "gatys": ({"steps": 3}, 2 * GREY, 0.1),
+    "fcs": ({}, 2 * GREY, 0.1),  # VGG19 gradients, like gatys' steps
     # PatchMatch: the random search is drawn on the CPU (same offsets), but a flipped choice
     # spreads to its neighbours through propagation
     "analogy": ({}, 4 * GREY, 0.5),

@@ -22,6 +22,7 @@ from .aams import AAMS
 from .avatar import Avatar
 from .totalst import TotalST
 from .efanet import EFANet
+from .fcs import FCS
 
 METHODS = {
     "gatys": Gatys,
@@ -41,6 +42,7 @@ METHODS = {
     "aams": AAMS,
     "totalst": TotalST,
     "efanet": EFANet,
+    "fcs": FCS,
 }
 
 

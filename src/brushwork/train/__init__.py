@@ -9,6 +9,7 @@ from . import avatar
 from . import aams
 from . import totalst
 from . import efanet
+from . import fcs
 
 TRAINERS = {
     "adain": adain,
@@ -26,4 +27,5 @@ TRAINERS = {
     "aams": aams,
     "totalst": totalst,
     "efanet": efanet,
+    "fcs": fcs,
 }
