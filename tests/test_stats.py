@@ -147,6 +147,13 @@ def test_self_gram_gradcheck_in_both_memory_formats():
     x = nhwc.clone().requires_grad_(True)
     S.SelfGram.apply(x).sum().backward()
     assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    # bf16 features (autocast) with a float32 upstream gradient
+    b = feat.float().to(torch.bfloat16).requires_grad_(True)
+    S.SelfGram.apply(b).float().backward(torch.ones(2, 3, 3))
+    ref = feat.float().requires_grad_(True)
+    S.SelfGram.apply(ref).backward(torch.ones(2, 3, 3))
+    assert b.grad.dtype == torch.bfloat16
+    assert torch.allclose(b.grad.float(), ref.grad, rtol=0.05, atol=0.05)
 
 
 def test_gram_is_the_same_in_both_memory_formats_and_as_the_weighted_product():

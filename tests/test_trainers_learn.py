@@ -61,7 +61,8 @@ def test_every_trainer_is_covered():
                "avatar",  # tests/test_avatar.py
                "aams",  # tests/test_aams.py
                "totalst",  # tests/test_totalst.py
-               "efanet"}  # tests/test_efanet.py
+               "efanet",  # tests/test_efanet.py
+               "fcs"}  # tests/test_fcs.py
     assert set(TRAINERS) == covered
 
 

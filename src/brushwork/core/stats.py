@@ -199,7 +199,7 @@ class SelfGram(torch.autograd.Function):
         feat, = ctx.saved_tensors
         n, c, h, w = feat.shape
         f, nhwc = _flat_channels(feat)
-        sym = grad + grad.transpose(1, 2)
+        sym = (grad + grad.transpose(1, 2)).to(feat.dtype)  # bf16 features under autocast
         if nhwc:
             return torch.bmm(f, sym).reshape(n, h, w, c).permute(0, 3, 1, 2)
         return torch.bmm(sym, f).reshape(n, c, h, w)
