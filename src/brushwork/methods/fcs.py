@@ -43,7 +43,7 @@ from ..core.protocol import (MASKS, PRESERVE_COLOR, STYLE_SCALE, Capabilities, C
 from ..core.vgg import VGG19
 from ..errors import BrushworkError, ControlError
 from . import feedforward as ff
-from .gatys import CONTROLS as GATYS_CONTROLS, STYLE_LAYERS
+from .gatys import CONTROLS as GATYS_CONTROLS, STYLE_LAYERS, _mixed_style_loss, _style_loss
 
 DEFAULT_FILE = "fcs_vgg.safetensors"
 TRAIN_HINT = "brushwork train fcs --content DIR --styles DIR --out FILE"
@@ -95,14 +95,14 @@ class Objective:
         for layer, lw in zip(STYLE_LAYERS, layer_weights):
             if not lw:
                 continue
-            if masks is None:
-                target = sum(w * S.gram(sf[layer]) for w, sf in zip(weights, sfs) if w > 0)
-                self.terms.append(("style", layer, float(lw), L.GramLoss(target_gram=target)))
+            feats = [sf[layer] for sf in sfs]
+            if masks is None:  # one Gram target: the styles' weighted mix, as gatys'
+                self.terms.append(("style", layer, float(lw),
+                                   _mixed_style_loss("gram", feats, weights)))
                 continue
-            for sf, m in zip(sfs, masks):
+            for f, m in zip(feats, masks):
                 if float(m.sum()) > 0:  # a white mask: that style at full weight there
-                    self.terms.append(("style", layer, float(lw),
-                                       L.GramLoss(sf[layer], mask=m)))
+                    self.terms.append(("style", layer, float(lw), _style_loss("gram", f, m)))
         self.layers = sorted({layer for _, layer, _, _ in self.terms}, key=LAYERS.index)
 
     def __call__(self, x):
