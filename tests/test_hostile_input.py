@@ -474,6 +474,45 @@ def test_09_signal_during_video_leaves_nothing(assets, tmp_path, sig):
     assert sorted(os.listdir(src)) == ["clip.mp4", "s.png"]
 
 
+class _StopInFinaliser:
+    """Sends SIGHUP to its own process from ``__del__`` and runs on: the handler's exception is
+    raised inside the finaliser, where Python prints "Exception ignored" and drops it (as when
+    the signal lands in the import system's lock clean-up)."""
+
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGHUP)
+        for _ in range(20000):
+            pass
+
+
+def _spin(seconds):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        pass
+
+
+def test_09_a_stop_dropped_by_a_finaliser_is_raised_again(monkeypatch):
+    from brushwork.cli import Terminated, _terminate, _Unwind
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_value))
+    old = signal.signal(signal.SIGHUP, _terminate)
+    try:  # the plain handler: the stop is dropped and the program runs on
+        _StopInFinaliser()
+        _spin(0.3)
+    finally:
+        signal.signal(signal.SIGHUP, old)
+    assert [type(e) for e in dropped] == [Terminated]
+    t0 = time.monotonic()
+    with pytest.raises(Terminated, match="SIGHUP"):
+        with _Unwind():
+            _StopInFinaliser()
+            _spin(5)
+    assert time.monotonic() - t0 < 1 and len(dropped) == 1
+    assert signal.getsignal(signal.SIGHUP) is old and signal.getitimer(signal.ITIMER_REAL) == (0, 0)
+    sys.unraisablehook(type("U", (), {"exc_value": ValueError()}))  # the hook is ours again
+    assert type(dropped[-1]) is ValueError
+
+
 # ------------------------------------------------------------- 10-11. eval style-accuracy
 # Judging one image runs the artist classifier's VGG at 256 px (a minute on a slow CPU), so a
 # check that must come first is given EVAL_DEADLINE seconds: a command still working then has

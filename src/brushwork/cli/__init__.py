@@ -79,6 +79,43 @@ def _terminate(signum, frame):
     raise Terminated(signal.Signals(signum).name)
 
 
+class _Unwind:
+    """SIGTERM and SIGHUP raise :class:`Terminated` in the main thread while the command runs.
+
+    An exception raised while Python runs a ``__del__`` or a weakref callback (the import
+    system's lock clean-up, for one) is printed as "Exception ignored" and dropped; a stop that
+    lands there (or a Ctrl-C) is raised again 10 ms later, so no signal is ever lost."""
+
+    def __enter__(self):
+        self.old, self.hook = {}, sys.unraisablehook
+        try:
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                self.old[sig] = signal.signal(sig, _terminate)
+        except ValueError:  # not the main thread: the caller owns the signals
+            return self
+        self.old[signal.SIGALRM] = signal.getsignal(signal.SIGALRM)
+        sys.unraisablehook = self._unraisable
+        return self
+
+    def _unraisable(self, u) -> None:
+        if not isinstance(u.exc_value, (Terminated, KeyboardInterrupt)):
+            return self.hook(u)
+        exc = u.exc_value
+
+        def again(signum, frame):
+            raise exc
+        signal.signal(signal.SIGALRM, again)
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+
+    def __exit__(self, *exc):
+        if self.old:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            sys.unraisablehook = self.hook
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+        return False
+
+
 def main(argv=None) -> int:
     words = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(command_of(words), commands=words != ["--version"])
@@ -92,14 +129,13 @@ def main(argv=None) -> int:
     if hasattr(args, "argv"):  # the command's own arguments, for commands that reparse them
         full = list(sys.argv[1:] if argv is None else argv)
         args.argv = full[full.index(args.command) + 1:]
-    old = {}
-    try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
-            old[sig] = signal.signal(sig, _terminate)
-    except ValueError:  # not the main thread: the caller owns the signals
-        pass
     if getattr(args, "tile", None) is None and getattr(args, "max_memory", None) is None:
         keep_freed_memory()  # memory-planned runs keep the system's malloc (no extra peak)
+    with _Unwind():
+        return _run(args)
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except BrushworkError as e:
@@ -120,9 +156,6 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
