@@ -202,15 +202,15 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
     returns its sha256. Ships a model from a run stopped before its last step."""
     probe = training.load_checkpoint_config(checkpoint)
     width, inner = float(probe.get("width", 1.0)), int(probe.get("inner", CHANNELS // 8))
-    att, dec = SelfAttention(CHANNELS, inner), decoder(4, width)
-    info = training.load_checkpoint(checkpoint, models={"attention": att, "decoder": dec})
-    meta = {"method": "aams", "level": "4", "width": str(width), "inner": str(inner),
-            "encoder": "vgg", "steps": str(info["step"]), "crop": str(probe.get("size")),
-            "batch": str(probe.get("batch")), "lr": str(probe.get("lr")),
-            "perceptual_weight": str(probe.get("perceptual_weight")),
-            "sparsity_weight": str(probe.get("sparsity_weight")),
-            **{k: str(probe[k]) for k in ("style_weight", "content_weight",
-                                          "reconstruction_weight") if k in probe},
-            **(extra_meta or {})}
-    state = {**prefixed_state("attention", att.eval()), **prefixed_state("decoder", dec.eval())}
-    return save_weights(state, out, fp16=fp16, metadata=meta)
+
+    def meta(step):
+        return {"method": "aams", "level": "4", "width": str(width), "inner": str(inner),
+                "encoder": "vgg", "steps": str(step), "crop": str(probe.get("size")),
+                "batch": str(probe.get("batch")), "lr": str(probe.get("lr")),
+                "perceptual_weight": str(probe.get("perceptual_weight")),
+                "sparsity_weight": str(probe.get("sparsity_weight")),
+                **{k: str(probe[k]) for k in ("style_weight", "content_weight",
+                                              "reconstruction_weight") if k in probe}}
+    models = {"attention": SelfAttention(CHANNELS, inner), "decoder": decoder(4, width)}
+    return training.export_checkpoint(checkpoint, out, models, meta, fp16=fp16,
+                                      extra_meta=extra_meta)

@@ -191,14 +191,14 @@ TRAIN_HINT_INIT = "pass --init PATH (a wct or adain weight file) or --init none"
 def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
     """Write the decoder of a training checkpoint as a weight file; returns its sha256."""
     probe = training.load_checkpoint_config(checkpoint)
-    dec = AvatarDecoder()
-    info = training.load_checkpoint(checkpoint, models={"decoder": dec})
-    meta = {"method": "avatar", "encoder": "vgg", "width": "1.0", "steps": str(info["step"]),
-            "crop": str(probe.get("size")), "batch": str(probe.get("batch")),
-            "lr": str(probe.get("lr")), "pixel_weight": str(probe.get("pixel_weight")),
-            "perceptual_weight": str(probe.get("perceptual_weight")),
-            "tv_weight": str(probe.get("tv_weight")),
-            **{k: str(probe[k]) for k in ("style_weight", "content_weight",
-                                          "reconstruction_weight") if k in probe},
-            **(extra_meta or {})}
-    return save_weights(prefixed_state("decoder", dec), out, fp16=fp16, metadata=meta)
+
+    def meta(step):
+        return {"method": "avatar", "encoder": "vgg", "width": "1.0", "steps": str(step),
+                "crop": str(probe.get("size")), "batch": str(probe.get("batch")),
+                "lr": str(probe.get("lr")), "pixel_weight": str(probe.get("pixel_weight")),
+                "perceptual_weight": str(probe.get("perceptual_weight")),
+                "tv_weight": str(probe.get("tv_weight")),
+                **{k: str(probe[k]) for k in ("style_weight", "content_weight",
+                                              "reconstruction_weight") if k in probe}}
+    return training.export_checkpoint(checkpoint, out, {"decoder": AvatarDecoder()}, meta,
+                                      fp16=fp16, extra_meta=extra_meta)

@@ -28,6 +28,7 @@ from ..core.device import has_bf16, pick_device
 from ..core.files import atomic_write
 from ..core.image import list_images, load_image, save_image
 from ..core.protocol import Progress, emit
+from ..core.weights import prefixed_state, save_weights
 from ..errors import BrushworkError, ImageError
 
 
@@ -180,6 +181,19 @@ def load_checkpoint_step(path) -> int:
         return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
     except Exception:
         raise BrushworkError(f"{path}: not a readable brushwork checkpoint") from None
+
+
+def export_checkpoint(checkpoint, out, models: dict[str, torch.nn.Module], meta, *,
+                      fp16: bool = True, extra_meta: dict | None = None) -> str:
+    """Write the ``models`` of a training checkpoint as one weight file (tensors prefixed
+    ``name.``) with the metadata ``meta(step)`` plus ``extra_meta``; returns its sha256. Ships
+    a model from a run stopped before its last step."""
+    info = load_checkpoint(checkpoint, models=models)
+    state = {}
+    for name, module in models.items():
+        state.update(prefixed_state(name, module.eval()))
+    return save_weights(state, out, fp16=fp16,
+                        metadata={**meta(info["step"]), **(extra_meta or {})})
 
 
 # ------------------------------------------------------------------------------ sample grids/events

@@ -197,10 +197,9 @@ def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None
     cfg = training.load_checkpoint_config(checkpoint)
     level, width = int(cfg.get("level", 4)), float(cfg.get("width", 1.0))
     dim, hidden = int(cfg.get("dim", 32)), int(cfg.get("hidden", 256))
-    block = ExchangeBlock(LAYER_CHANNELS[LEVEL_LAYERS[level]], dim, hidden)
-    dec = decoder(level, width)
-    info = training.load_checkpoint(checkpoint, models={"exchange": block, "decoder": dec})
-    meta = {**_meta(level, width, dim, hidden, info["step"], cfg, cfg.get("init_used", "none")),
-            **(extra_meta or {})}
-    state = {**prefixed_state("exchange", block), **prefixed_state("decoder", dec)}
-    return save_weights(state, out, fp16=fp16, metadata=meta)
+    models = {"exchange": ExchangeBlock(LAYER_CHANNELS[LEVEL_LAYERS[level]], dim, hidden),
+              "decoder": decoder(level, width)}
+    return training.export_checkpoint(
+        checkpoint, out, models,
+        lambda step: _meta(level, width, dim, hidden, step, cfg, cfg.get("init_used", "none")),
+        fp16=fp16, extra_meta=extra_meta)

@@ -135,10 +135,9 @@ def run(args, callback=None) -> Path:
 
 
 def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
-    """Write the solver of a training checkpoint as a weight file; returns its sha256. Used to
-    ship a model from a run that was stopped before its last step."""
+    """Write the solver of a training checkpoint as a weight file; returns its sha256."""
     probe = training.load_checkpoint_config(checkpoint)
     solver = Solver(int(probe.get("blocks", 5)), int(probe.get("width", 32)))
-    info = training.load_checkpoint(checkpoint, models={"solver": solver})
-    meta = {**_meta(probe, info["step"]), **(extra_meta or {})}
-    return save_weights(prefixed_state("solver", solver), out, fp16=fp16, metadata=meta)
+    return training.export_checkpoint(checkpoint, out, {"solver": solver},
+                                      lambda step: _meta(probe, step), fp16=fp16,
+                                      extra_meta=extra_meta)

@@ -179,11 +179,9 @@ def run(args, callback=None) -> Path:
 
 
 def export(checkpoint, out, *, fp16: bool = True, extra_meta: dict | None = None) -> str:
-    """Write the decoder of a training checkpoint as a weight file; returns its sha256. Used to
-    ship a model from a run that was stopped before its last step."""
+    """Write the decoder of a training checkpoint as a weight file; returns its sha256."""
     probe = training.load_checkpoint_config(checkpoint)
-    dec = TotalDecoder(float(probe.get("width", 1.0)))
-    info = training.load_checkpoint(checkpoint, models={"decoder": dec})
-    meta = {**_meta(probe, info["step"], str(probe.get("init_used", probe.get("init")))),
-            **(extra_meta or {})}
-    return save_weights(prefixed_state("decoder", dec), out, fp16=fp16, metadata=meta)
+    init = str(probe.get("init_used", probe.get("init")))
+    return training.export_checkpoint(
+        checkpoint, out, {"decoder": TotalDecoder(float(probe.get("width", 1.0)))},
+        lambda step: _meta(probe, step, init), fp16=fp16, extra_meta=extra_meta)
