@@ -164,3 +164,59 @@ def assert_cli_refused(argv, dest, capsys) -> None:
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and err[0].startswith("brushwork: error:"), err
     assert not dest.exists()
+
+
+def skimage_photo(name: str, size) -> torch.Tensor:
+    """scikit-image's ``name`` photo resized to ``size`` = (width, height): (1, 3, h, w) in [0, 1]."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+    arr = np.asarray(Image.fromarray(getattr(data, name)()).resize(size, Image.BICUBIC))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
+
+
+def write_png(path, t: torch.Tensor):
+    """Save a (1, 3, h, w) image in [0, 1] as an 8-bit PNG; returns the path."""
+    import numpy as np
+    from PIL import Image
+    Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def cli_pair(tmp_path) -> tuple[str, str]:
+    """A 48x40 content PNG and a 40x32 style PNG for CLI runs: their paths."""
+    return (str(write_png(tmp_path / "c.png", image(40, 48, 0))),
+            str(write_png(tmp_path / "s.png", image(32, 40, 1))))
+
+
+def trainer_args(trainer, argv: list[str], **kw):
+    """``trainer``'s parsed arguments: ``argv`` plus one ``--key value`` per keyword (``--key``
+    alone for True; underscores become dashes)."""
+    import argparse
+    p = argparse.ArgumentParser()
+    trainer.add_arguments(p)
+    argv = list(argv)
+    for k, v in kw.items():
+        argv += [f"--{k.replace('_', '-')}", str(v)] if v is not True else [f"--{k}"]
+    return p.parse_args(argv)
+
+
+def check_resume_and_export(trainer, make_args, tmp_path):
+    """Two steps in one run equal one step plus one resumed (every tensor), and the resumed
+    run's checkpoint exported in float32 holds the same tensors. ``make_args(out, **kw)`` gives
+    the trainer's arguments. Returns (tensors, metadata, path of the exported file)."""
+    full = trainer.run(make_args(tmp_path / "full.safetensors", steps=2))
+    trainer.run(make_args(tmp_path / "part.safetensors", steps=1))
+    resumed = trainer.run(make_args(tmp_path / "part.safetensors", steps=2, resume=True))
+    a, meta = weights_io.load_weights(full)
+    b, _ = weights_io.load_weights(resumed)
+    assert meta["steps"] == "2" and set(a) == set(b)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    exported = tmp_path / "exported.safetensors"
+    trainer.export(tmp_path / "part.ckpt", exported, fp16=False)
+    e, emeta = weights_io.load_weights(exported)
+    assert emeta["method"] == meta["method"] and emeta["steps"] == "2" and set(e) == set(a)
+    for k in a:
+        torch.testing.assert_close(a[k], e[k], atol=1e-6, rtol=0)
+    return a, meta, exported

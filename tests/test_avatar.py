@@ -1,7 +1,5 @@
 """Avatar-Net: the style decorator, the decoder's skip connections, the method, the trainer, the CLI."""
-import argparse
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,7 +13,8 @@ from brushwork.methods.avatar import (Avatar, AvatarDecoder, decorate,
 from brushwork.train import avatar as trainer
 from brushwork.train.loops import conv_layers
 
-from _arbitrary_util import (assert_pinned_tiny, assert_strength_zero_is_reconstruction,
+from _arbitrary_util import (check_resume_and_export, cli_pair, skimage_photo, trainer_args,
+                             assert_pinned_tiny, assert_strength_zero_is_reconstruction,
                              check_weights_and_masks, image, lively, save_tiny, training_folders)
 
 ENC_W = 1 / 16  # small encoder and decoder: 4/8/16/32 channels at relu1_1..relu4_1
@@ -140,15 +139,9 @@ def test_decoder_narrower_than_the_vgg_encoder_is_refused(tmp_path):
         Avatar(weights=str(path))
 
 
-def _skimage(name, size):
-    from skimage import data
-    arr = np.asarray(Image.fromarray(getattr(data, name)()).resize(size, Image.BICUBIC))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
-
-
 def test_shipped_weights_run_on_a_photo(tmp_path):
     m = Avatar(bf16=False)
-    content, style = _skimage("chelsea", (64, 48)), _skimage("coffee", (64, 48))
+    content, style = skimage_photo("chelsea", (64, 48)), skimage_photo("coffee", (64, 48))
     out = m.stylize(content, [style])
     assert out.shape == content.shape and float(out.std()) > 0.05
     err = float((m.reconstruct(content) - content).abs().mean())
@@ -173,14 +166,9 @@ def folders(tmp_path_factory):
 
 
 def _args(folders, out, **kw):
-    p = argparse.ArgumentParser()
-    trainer.add_arguments(p)
-    argv = ["--content", str(folders / "content"), "--styles", str(folders / "styles"),
+    return trainer_args(trainer, ["--content", str(folders / "content"), "--styles", str(folders / "styles"),
             "--out", str(out), "--size", "32", "--batch", "1", "--steps", "2",
-            "--checkpoint-every", "1", "--sample-every", "0", "--no-bf16"]
-    for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}", str(v)] if v is not True else [f"--{k}"]
-    return p.parse_args(argv)
+            "--checkpoint-every", "1", "--sample-every", "0", "--no-bf16"], **kw)
 
 
 def test_two_steps_lower_the_loss():
@@ -210,31 +198,17 @@ def test_adain_file_fills_the_last_five_convolutions():
     assert not any(torch.equal(a, b) for a, b in zip(before[4:], after[4:]))
 
 
-def test_training_resumes_where_it_stopped(folders, tmp_path):
-    from brushwork.core.weights import load_weights
-    full = trainer.run(_args(folders, tmp_path / "full.safetensors", steps=2))
-    first = _args(folders, tmp_path / "part.safetensors", steps=1)
-    trainer.run(first)
-    resumed = trainer.run(_args(folders, tmp_path / "part.safetensors", steps=2, resume=True))
-    a, meta = load_weights(full)
-    b, _ = load_weights(resumed)
-    assert meta["method"] == "avatar" and meta["steps"] == "2"
-    assert meta["init"].startswith("wct_vgg.safetensors (9 of 9")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
-    m = Avatar(weights=str(resumed), bf16=False)
+def test_training_resumes_where_it_stopped_and_exports(folders, tmp_path):
+    _, meta, exported = check_resume_and_export(trainer, lambda out, **kw: _args(folders, out, **kw),
+                                                tmp_path)
+    assert meta["method"] == "avatar" and meta["init"].startswith("wct_vgg.safetensors (9 of 9")
+    m = Avatar(weights=str(exported), bf16=False)
     assert m.stylize(image(32, 32, 0), [image(32, 32, 1)]).shape == (1, 3, 32, 32)
 
 
 # ----------------------------------------------------------------------------- the CLI
-def _write(path, t):
-    Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
-
-
 def test_cli_end_to_end_and_bad_patch_sizes(tiny, tmp_path, capsys):
-    c, s = tmp_path / "c.png", tmp_path / "s.png"
-    _write(c, image(40, 48, 0))
-    _write(s, image(32, 40, 1))
+    c, s = cli_pair(tmp_path)
     base = ["stylize", str(c), "-s", str(s), "-m", "avatar", "--weights", str(tiny),
             "--size", "0", "-q"]
     out = tmp_path / "out.png"

@@ -1,7 +1,5 @@
 """EFANet: the feature exchange block, the whitening loss, the method, the trainer, the CLI."""
-import argparse
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -15,7 +13,8 @@ from brushwork.methods import feedforward as ff
 from brushwork.methods.efanet import EFANet, ExchangeBlock, code_covariance, whitening_loss
 from brushwork.train import efanet as trainer
 
-from _arbitrary_util import (assert_cli_refused, assert_pinned_tiny, check_weights_and_masks,
+from _arbitrary_util import (check_resume_and_export, cli_pair, skimage_photo, trainer_args,
+                             assert_cli_refused, assert_pinned_tiny, check_weights_and_masks,
                              image, lively, save_tiny, training_folders)
 
 ENC_W = 1 / 16  # small encoder and decoder: 4/8/16/32 channels at relu1_1..relu4_1
@@ -182,19 +181,13 @@ def test_bad_level_metadata_is_refused(tmp_path):
         EFANet(weights=str(path))
 
 
-def _skimage(name, size):
-    from skimage import data
-    arr = np.asarray(Image.fromarray(getattr(data, name)()).resize(size, Image.BICUBIC))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
-
-
 def test_shipped_weights_run_on_a_photo():
     try:
         resolve_weights(None, "efanet_vgg.safetensors", "")
     except BrushworkError:
         pytest.skip("efanet_vgg.safetensors is not shipped")
     m = EFANet(bf16=False)
-    content, style = _skimage("chelsea", (64, 48)), _skimage("coffee", (64, 48))
+    content, style = skimage_photo("chelsea", (64, 48)), skimage_photo("coffee", (64, 48))
     out = m.stylize(content, [style])
     assert out.shape == content.shape and float(out.std()) > 0.05
     zero = m.stylize(content, [style], controls={"strength": 0.0})
@@ -209,15 +202,10 @@ def folders(tmp_path_factory):
 
 
 def _args(folders, out, **kw):
-    p = argparse.ArgumentParser()
-    trainer.add_arguments(p)
-    argv = ["--content", str(folders / "content"), "--styles", str(folders / "styles"),
+    return trainer_args(trainer, ["--content", str(folders / "content"), "--styles", str(folders / "styles"),
             "--out", str(out), "--size", "32", "--batch", "1", "--steps", "2",
             "--checkpoint-every", "1", "--sample-every", "0", "--no-bf16",
-            "--init", "none", "--width", str(ENC_W), "--dim", "4", "--hidden", "8"]
-    for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}", str(v)] if v is not True else [f"--{k}"]
-    return p.parse_args(argv)
+            "--init", "none", "--width", str(ENC_W), "--dim", "4", "--hidden", "8"], **kw)
 
 
 @pytest.fixture(scope="module")
@@ -264,22 +252,12 @@ def test_init_takes_only_a_decoder_of_the_same_level():
 
 
 def test_training_resumes_where_it_stopped_and_exports(folders, tmp_path):
-    full = trainer.run(_args(folders, tmp_path / "full.safetensors", steps=2))
-    trainer.run(_args(folders, tmp_path / "part.safetensors", steps=1))
-    resumed = trainer.run(_args(folders, tmp_path / "part.safetensors", steps=2, resume=True))
-    a, meta = load_weights(full)
-    b, _ = load_weights(resumed)
-    assert meta["method"] == "efanet" and meta["steps"] == "2" and meta["level"] == "4"
+    a, meta, exported = check_resume_and_export(trainer, lambda out, **kw: _args(folders, out, **kw),
+                                                tmp_path)
+    assert meta["method"] == "efanet" and meta["level"] == "4"
     assert {k.split(".")[0] for k in a} == {"exchange", "decoder"}
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
-    exported = tmp_path / "exported.safetensors"
-    trainer.export(tmp_path / "part.ckpt", exported, fp16=False)
-    c, meta_e = load_weights(exported)
-    assert meta_e["steps"] == "2" and meta_e["dim"] == "4"
-    for k in a:
-        torch.testing.assert_close(a[k], c[k], atol=1e-6, rtol=0)
-    m = EFANet(weights=str(resumed), bf16=False)
+    assert load_weights(exported)[1]["dim"] == "4"
+    m = EFANet(weights=str(exported), bf16=False)
     out = m.stylize(image(32, 32, 0), [image(32, 32, 1)])
     assert out.shape == (1, 3, 32, 32)
     half = tmp_path / "half.safetensors"  # the shipped form: fp16 tensors
@@ -310,14 +288,8 @@ def test_bad_training_options_are_refused(folders, tmp_path, kw, needle):
 
 
 # ----------------------------------------------------------------------------- the CLI
-def _write(path, t):
-    Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
-
-
 def test_cli_end_to_end_and_bad_input(tiny, tmp_path, capsys):
-    c, s = tmp_path / "c.png", tmp_path / "s.png"
-    _write(c, image(40, 48, 0))
-    _write(s, image(32, 40, 1))
+    c, s = cli_pair(tmp_path)
     base = ["stylize", str(c), "-s", str(s), "-m", "efanet", "--size", "0", "-q"]
     out = tmp_path / "out.png"
     assert main(base + ["--weights", str(tiny), "-o", str(out), "--strength", "0.8",

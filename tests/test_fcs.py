@@ -1,8 +1,6 @@
 """The flexible convolutional solver: the objective, the unrolled blocks, run-time changes of
 the loss, the method, the trainer, the CLI (tiny seeded solvers, 32-48 px images)."""
-import argparse
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,13 +10,14 @@ from brushwork.cli import main
 from brushwork.core import blocks
 from brushwork.core.stats import gram
 from brushwork.core.vgg import VGG19
-from brushwork.core.weights import load_weights, prefixed_state, resolve_weights, save_weights
+from brushwork.core.weights import prefixed_state, resolve_weights, save_weights
 from brushwork.errors import BrushworkError, ControlError
 from brushwork.methods import fcs as M
 from brushwork.methods.fcs import FCS, Solver
 from brushwork.train import fcs as trainer
 
-from _arbitrary_util import (assert_cli_refused, assert_pinned_tiny, check_weights_and_masks,
+from _arbitrary_util import (check_resume_and_export, cli_pair, skimage_photo, trainer_args,
+                             assert_cli_refused, assert_pinned_tiny, check_weights_and_masks,
                              image, lively, save_tiny, training_folders)
 
 
@@ -228,19 +227,13 @@ def test_missing_shipped_file_names_the_trainer():
         pytest.skip("a shipped fcs_vgg.safetensors exists")
 
 
-def _skimage(name, size):
-    from skimage import data
-    arr = np.asarray(Image.fromarray(getattr(data, name)()).resize(size, Image.BICUBIC))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
-
-
 def test_shipped_weights_run_on_a_photo():
     try:
         resolve_weights(None, M.DEFAULT_FILE, M.TRAIN_HINT)
     except BrushworkError:
         pytest.skip("no shipped fcs_vgg.safetensors")
     m = FCS(bf16=False)
-    content, style = _skimage("chelsea", (48, 40)), _skimage("coffee", (48, 40))
+    content, style = skimage_photo("chelsea", (48, 40)), skimage_photo("coffee", (48, 40))
     events = []
     out = m.stylize(content, [style], callback=events.append)
     assert out.shape == content.shape and float(out.std()) > 0.05
@@ -255,14 +248,9 @@ def folders(tmp_path_factory):
 
 
 def _args(folders, out, **kw):
-    p = argparse.ArgumentParser()
-    trainer.add_arguments(p)
-    argv = ["--content", str(folders / "content"), "--styles", str(folders / "styles"),
+    return trainer_args(trainer, ["--content", str(folders / "content"), "--styles", str(folders / "styles"),
             "--out", str(out), "--size", "32", "--batch", "2", "--steps", "2", "--blocks", "2",
-            "--width", "4", "--checkpoint-every", "1", "--sample-every", "0", "--no-bf16"]
-    for k, v in kw.items():
-        argv += [f"--{k.replace('_', '-')}", str(v)] if v is not True else [f"--{k}"]
-    return p.parse_args(argv)
+            "--width", "4", "--checkpoint-every", "1", "--sample-every", "0", "--no-bf16"], **kw)
 
 
 @pytest.mark.parametrize("block_loss", ["last", "sum"])
@@ -286,23 +274,12 @@ def test_training_loss_falls(block_loss):
 
 
 def test_training_resumes_where_it_stopped_and_exports(folders, tmp_path):
-    full = trainer.run(_args(folders, tmp_path / "full.safetensors", steps=2))
-    trainer.run(_args(folders, tmp_path / "part.safetensors", steps=1))
-    resumed = trainer.run(_args(folders, tmp_path / "part.safetensors", steps=2, resume=True))
-    a, meta = load_weights(full)
-    b, _ = load_weights(resumed)
-    assert meta["method"] == "fcs" and meta["steps"] == "2" and meta["blocks"] == "2"
+    a, meta, exported = check_resume_and_export(trainer, lambda out, **kw: _args(folders, out, **kw),
+                                                tmp_path)
+    assert meta["method"] == "fcs" and meta["blocks"] == "2"
     assert meta["width"] == "4" and meta["crop"] == "32" and meta["style_weight"] == "1000.0"
-    assert set(a) == set(b) and "solver.blocks.1.step" in a
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert "solver.blocks.1.step" in a
     assert (tmp_path / "part.log.jsonl").read_text().count("\n") == 2
-    exported = tmp_path / "exported.safetensors"
-    trainer.export(tmp_path / "part.ckpt", exported, fp16=False)
-    e, emeta = load_weights(exported)
-    assert emeta["method"] == "fcs" and emeta["steps"] == "2"
-    for k in a:
-        torch.testing.assert_close(a[k], e[k], atol=1e-6, rtol=0)
     m = FCS(weights=str(exported), bf16=False)
     assert m.stylize(image(32, 32, 0), [image(32, 32, 1)]).shape == (1, 3, 32, 32)
 
@@ -319,14 +296,8 @@ def test_bad_training_options_are_refused(folders, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the CLI
-def _write(path, t):
-    Image.fromarray((t[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(path)
-
-
 def test_cli_end_to_end_and_bad_input(files, tmp_path, capsys):
-    c, s = tmp_path / "c.png", tmp_path / "s.png"
-    _write(c, image(40, 48, 0))
-    _write(s, image(32, 40, 1))
+    c, s = cli_pair(tmp_path)
     base = ["stylize", str(c), "-s", str(s), "-m", "fcs", "--weights", str(files["tiny"]),
             "--size", "0", "-q"]
     out = tmp_path / "out.png"
