@@ -298,7 +298,8 @@ def main():
     ap.add_argument("--out", default="runs/bench_judge")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated: {PARTS}")
     ap.add_argument("--size", type=int, default=384, help="photo long side (texture: square)")
-    ap.add_argument("--methods", default="asma,adain", help="methods of the accuracy part")
+    ap.add_argument("--methods", default="asma,adain,ctb,styleaware",
+                    help="methods of the accuracy part")
     ap.add_argument("--ablation-judges", default="all=runs/bench_judge/judge_all.safetensors,"
                     "colour=runs/bench_judge/judge_colour.safetensors",
                     help="NAME=PATH,... judges of the ablation part (train them with "

@@ -58,17 +58,21 @@ RESERVE_S = 8.0        # kept for writing the tables at the end
 MAX_IMAGES = 200       # training images per folder tree (a subset keeps loading short)
 
 # controls a method needs to run (its built-in style), as the pinned tests use them
-CONTROLS = {"cin": {"style_id": "1"}, "asma": {"artist": "2"}}
+CONTROLS = {"cin": {"style_id": "1"}, "asma": {"artist": "2"}, "styleaware": {"artist": "2"},
+            "ctb": {"artist": "2"}}
 # quick settings for the warm-up (and for every run with --tiny)
 QUICK = {"gatys": {"steps": 3}, "analogy": {"iterations": 1, "deconv_steps": 0}}
 
 # trainers that take --device (classifier and texture-judge fit on CPU features)
 FEED_FORWARD = ("adain", "wct", "linear", "sanet", "etnet", "distill", "johnson", "cin", "asma",
-                "avatar", "aams", "totalst", "efanet", "fcs")
+                "avatar", "aams", "totalst", "efanet", "fcs", "styleaware", "metastyle", "ctb")
 TINY_TRAINERS = ("adain", "johnson")
 # paper-like settings beyond each trainer's defaults (its defaults are the paper's otherwise)
 PAPER = {"sanet": ["--batch", "5"], "johnson": ["--width", "1.0"], "cin": ["--width", "1.0"],
-         "asma": ["--preset", "paper"]}
+         "asma": ["--preset", "paper"],
+         "styleaware": ["--width", "32", "--n-down", "4", "--n-res", "9", "--d-width", "32",
+                        "--d-layers", "6", "--min-images", "20"],
+         "ctb": ["--preset", "paper"]}
 TINY = {"adain": ["--width", "0.03125"],
         "wct": ["--levels", "1,2", "--width", "0.03125"],
         "linear": ["--dim", "4", "--width", "0.03125"],
@@ -83,8 +87,14 @@ TINY = {"adain": ["--width", "0.03125"],
         "aams": ["--width", "0.03125", "--inner", "4"],
         "totalst": ["--width", "0.0625", "--init", "none"],
         "efanet": ["--width", "0.0625", "--init", "none", "--dim", "4", "--hidden", "8"],
-        "fcs": ["--blocks", "2", "--width", "4"]}
-NO_DATA_CACHE = ("johnson", "cin", "asma")  # trainers without --data-cache
+        "fcs": ["--blocks", "2", "--width", "4"],
+        "styleaware": ["--min-images", "2", "--width", "4", "--n-down", "2", "--n-res", "1",
+                       "--d-width", "4", "--d-layers", "3", "--warmup", "0"],
+        "metastyle": ["--width", "0.125", "--n-res", "1", "--inner-steps", "2",
+                      "--style-size", "48"],
+        "ctb": ["--preset", "tiny", "--min-images", "2", "--style-load-size", "48",
+                "--classes", "2", "--class-size", "32"]}
+NO_DATA_CACHE = ("johnson", "cin", "asma", "styleaware", "metastyle", "ctb")  # trainers without --data-cache
 CIN_STYLES = 8
 
 

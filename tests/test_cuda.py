@@ -8,8 +8,10 @@ differences left are those of summation order and library kernels.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -34,8 +36,11 @@ CASES = {
     "sanet": ({}, GREY, 0.02),      # softmax attention, smooth in its inputs
     "etnet": ({}, GREY, 0.02),
     "johnson": ({}, GREY, 0.02),
+    "metastyle": ({}, GREY, 0.02),  # johnson's net, from a seeded adapted file
     "cin": ({"style_id": "1"}, GREY, 0.02),
     "asma": ({"artist": "2"}, GREY, 0.02),
+    "styleaware": ({"artist": "2"}, GREY, 0.02),
+    "ctb": ({"artist": "2"}, GREY, 0.02),
     # eigen-decompositions (whitening-colouring, matrix square roots) differ in the last bits
     # and the decoders amplify them
     "wct": ({}, 2 * GREY, 0.1),
@@ -78,12 +83,28 @@ def _style():
     return to_tensor(Image.fromarray(data.coffee()).resize((48, 40), Image.BICUBIC))
 
 
+@functools.lru_cache(maxsize=None)
+def _adapted_file() -> str:
+    """A seeded metastyle file (metastyle ships none: `brushwork adapt` makes one per painting)."""
+    import json
+    from brushwork.core.weights import prefixed_state, save_weights
+    from brushwork.methods.johnson import TransformerNet
+    torch.manual_seed(0)
+    net = TransformerNet(0.25, 1, 2)
+    path = Path(tempfile.mkdtemp()) / "adapted.safetensors"
+    save_weights(prefixed_state("net", net), path,
+                 metadata={"method": "metastyle", "config": json.dumps(net.config())})
+    return str(path)
+
+
 def stylize(method, device):
     """``method`` with its case's controls on the pinned tiny images, as a CPU tensor."""
     controls = CASES[method][0]
     styles = [_style()] if METHODS[method].capabilities.styles == "images" else []
+    options = {"weights": _adapted_file()} if method == "metastyle" else None
     out = brushwork.api.stylize_tensors(_content(), styles, method, size=None, seed=0,
-                                        device=device, controls=dict(controls))
+                                        device=device, controls=dict(controls),
+                                        method_options=options)
     return out.detach().float().cpu()
 
 

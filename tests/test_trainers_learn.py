@@ -62,7 +62,10 @@ def test_every_trainer_is_covered():
                "aams",  # tests/test_aams.py
                "totalst",  # tests/test_totalst.py
                "efanet",  # tests/test_efanet.py
-               "fcs"}  # tests/test_fcs.py
+               "fcs",  # tests/test_fcs.py
+               "styleaware",  # tests/test_styleaware.py
+               "metastyle",  # tests/test_metastyle.py
+               "ctb"}  # tests/test_ctb.py
     assert set(TRAINERS) == covered
 
 

@@ -26,6 +26,7 @@ COMMANDS = {
     "train": "train",
     "harmonize": "harmonize",
     "serve": "serve",
+    "adapt": "adapt",
 }
 
 

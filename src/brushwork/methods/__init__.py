@@ -23,6 +23,9 @@ from .avatar import Avatar
 from .totalst import TotalST
 from .efanet import EFANet
 from .fcs import FCS
+from .ctb import CTB
+from .styleaware import StyleAware
+from .metastyle import MetaStyle
 
 METHODS = {
     "gatys": Gatys,
@@ -43,6 +46,9 @@ METHODS = {
     "totalst": TotalST,
     "efanet": EFANet,
     "fcs": FCS,
+    "ctb": CTB,
+    "styleaware": StyleAware,
+    "metastyle": MetaStyle,
 }
 
 

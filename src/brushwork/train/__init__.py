@@ -10,6 +10,9 @@ from . import aams
 from . import totalst
 from . import efanet
 from . import fcs
+from . import ctb
+from . import styleaware
+from . import metastyle
 
 TRAINERS = {
     "adain": adain,
@@ -28,4 +31,7 @@ TRAINERS = {
     "totalst": totalst,
     "efanet": efanet,
     "fcs": fcs,
+    "ctb": ctb,
+    "styleaware": styleaware,
+    "metastyle": metastyle,
 }
