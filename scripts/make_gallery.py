@@ -82,6 +82,7 @@ JOBS = [
     ("styleswap.jpg", "arbitrary", "styleswap", "styleswap", MACHU, [KANDINSKY], {}, {}),
     ("totalst.jpg", "arbitrary", "totalst", "totalst", MACHU, [KANDINSKY], {}, {}),
     ("efanet.jpg", "arbitrary", "efanet", "efanet", MACHU, [KANDINSKY], {}, {}),
+    ("fcs.jpg", "arbitrary", "fcs", "fcs", MACHU, [KANDINSKY], {}, {}),
     ("efdm.jpg", "feature-space", "efdm", "efdm", MACHU, [KANDINSKY], {}, {}),
     ("avatar.jpg", "feature-space", "avatar", "avatar", MACHU, [KANDINSKY], {}, {}),
     ("mst.jpg", "feature-space", "mst", "mst", MACHU, [KANDINSKY], {}, {}),
@@ -100,6 +101,9 @@ JOBS = [
 ] + [
     (f"asma_{a}.jpg", "asma", f"asma `--artist {a}`", "asma", LAKE, [], dict(artist=a), {})
     for a in ASMA_ARTISTS
+] + [
+    (f"{m}_{a}.jpg", "per-artist", f"{m} `--artist {a}`", m, LAKE, [], dict(artist=a), {})
+    for m in ("styleaware", "ctb") for a in ("claude_monet", "vincent_van_gogh")
 ]
 
 # Side by side (file, family, caption, content, style, [controls of each tile]): the same
@@ -303,7 +307,7 @@ def main() -> None:
             credits.append((name, caption, content, [CIN_STYLE_FILES[i] for i in ids],
                             "built-in style: the network was trained on "
                             + ("these paintings" if len(ids) > 1 else "this painting")))
-        elif method == "asma":
+        elif method in ("asma", "styleaware", "ctb"):
             who = ARTIST_NAMES.get(controls["artist"], controls["artist"])
             credits.append((name, caption, content, [],
                             f"no painting at inference: the network was trained on {who}"
