@@ -163,3 +163,23 @@ def load_prefixed(module: torch.nn.Module, prefix: str, tensors: dict[str, torch
     except RuntimeError:
         raise BrushworkError(f"{source}: '{prefix}' tensors do not match this network "
                              f"(different width or level?)") from None
+
+
+def load_artist_weights(path, method: str, hint: str = "") -> tuple[dict, dict, list[str], dict]:
+    """A per-artist weight file of ``method`` (one model per artist, tensors prefixed by the
+    artist's name; metadata ``artists`` and ``config`` as JSON) -> (tensors, metadata,
+    artists, config); a BrushworkError for another method's file or missing metadata."""
+    state, meta = load_weights(path)
+    make = f"; make one with `{hint}`" if hint else ""
+    if meta.get("method") != method:
+        raise BrushworkError(f"{path}: not a {method} weight file (method "
+                             f"{meta.get('method', 'unknown')!r}){make}")
+    try:
+        artists, cfg = json.loads(meta["artists"]), json.loads(meta["config"])
+        if not artists or not all(isinstance(a, str) for a in artists) \
+                or not isinstance(cfg, dict):
+            raise ValueError
+    except (KeyError, ValueError, TypeError):
+        raise BrushworkError(f"{path}: not a {method} weight file (no valid artists/config "
+                             f"metadata)") from None
+    return state, meta, artists, cfg

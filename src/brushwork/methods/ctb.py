@@ -61,7 +61,7 @@ import torch.nn.functional as F
 
 from ..core.device import autocast, has_bf16, pick_device
 from ..core.protocol import Capabilities, Clock, Control, Progress, begin, emit
-from ..core.weights import load_prefixed, load_weights, resolve_weights
+from ..core.weights import load_artist_weights, load_prefixed, resolve_weights
 from ..errors import BrushworkError, ControlError
 from .asma import ARTIST
 from .cin import parse_style_id
@@ -186,18 +186,7 @@ def weight_metadata(artists: list[str], cfg: dict, **extra) -> dict[str, str]:
 def load_models(path) -> tuple[list[str], dict[str, Generator], dict[str, str]]:
     """(artists, {artist: Generator}, metadata) of a ctb weight file; a BrushworkError for a
     file of another method or one without the tensors its metadata names."""
-    state, meta = load_weights(path)
-    if meta.get("method") != "ctb":
-        raise BrushworkError(f"{path}: not a ctb weight file (method {meta.get('method')!r}); "
-                             f"make one with `{TRAIN_HINT}`")
-    try:
-        artists = json.loads(meta["artists"])
-        cfg = json.loads(meta["config"])
-        if not artists or not all(isinstance(a, str) for a in artists):
-            raise ValueError
-    except (KeyError, ValueError, TypeError):
-        raise BrushworkError(f"{path}: ctb weight file without valid artists/config "
-                             f"metadata") from None
+    state, meta, artists, cfg = load_artist_weights(path, "ctb", TRAIN_HINT)
     nets = {}
     for a in artists:
         net = Generator.from_config(cfg)

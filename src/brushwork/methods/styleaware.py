@@ -42,7 +42,6 @@ with the photo.
 """
 from __future__ import annotations
 
-import json
 
 import torch
 from torch import nn
@@ -50,7 +49,7 @@ import torch.nn.functional as F
 
 from ..core.device import pick_device
 from ..core.protocol import PRESERVE_COLOR, STRENGTH, Capabilities, Clock, Progress, begin, emit
-from ..core.weights import load_prefixed, load_weights, resolve_weights
+from ..core.weights import load_artist_weights, load_prefixed, resolve_weights
 from ..errors import BrushworkError
 from . import johnson
 from .asma import ARTIST
@@ -211,18 +210,7 @@ def g_loss(fake_logits) -> torch.Tensor:
 # ------------------------------------------------------------------------------------ inference
 def read_file(path) -> tuple[dict, list[str], dict, dict]:
     """A styleaware weight file -> (tensors, artists, network config, metadata)."""
-    state, meta = load_weights(path)
-    if meta.get("method") != "styleaware":
-        raise BrushworkError(f"{path}: not a styleaware weight file (method "
-                             f"{meta.get('method', 'unknown')!r})")
-    try:
-        artists = json.loads(meta["artists"])
-        cfg = json.loads(meta["config"])
-    except (KeyError, ValueError):
-        raise BrushworkError(f"{path}: not a styleaware weight file (no artists/config)") \
-            from None
-    if not artists or not all(isinstance(a, str) for a in artists):
-        raise BrushworkError(f"{path}: styleaware weight file without artists")
+    state, meta, artists, cfg = load_artist_weights(path, "styleaware")
     return state, artists, cfg, meta
 
 

@@ -262,6 +262,20 @@ def add_run_arguments(parser, *, every: int) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
+def add_artist_arguments(parser, *, min_images: int = 100) -> None:
+    """The data arguments of per-artist trainers: ``--styles`` (a folder of artist folders),
+    ``--content``, ``--out``, ``--artists`` and ``--min-images``."""
+    parser.add_argument("--styles", required=True,
+                        help="folder of artist sub-folders of paintings")
+    parser.add_argument("--content", required=True, help="folder of content photos (recursive)")
+    parser.add_argument("--out", required=True, help="output weight file (.safetensors)")
+    parser.add_argument("--artists", default=None,
+                        help="comma-separated artist folder names (default: every folder with "
+                             "at least --min-images paintings, in name order)")
+    parser.add_argument("--min-images", type=int, default=min_images,
+                        help="without --artists: skip artist folders with fewer paintings")
+
+
 def add_common_arguments(parser, *, size: int = 256, batch: int = 8, steps: int = 40000,
                          lr: float = 1e-4) -> None:
     """The flags every trainer shares."""

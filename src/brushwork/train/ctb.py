@@ -122,14 +122,7 @@ def content_classes(features: torch.Tensor, k: int, seed: int = 0) -> torch.Tens
 
 # ------------------------------------------------------------------------------------ arguments
 def add_arguments(p) -> None:
-    p.add_argument("--styles", required=True, help="folder of artist sub-folders of paintings")
-    p.add_argument("--content", required=True, help="folder of content photos (recursive)")
-    p.add_argument("--out", required=True, help="output weight file (.safetensors)")
-    p.add_argument("--artists", default=None,
-                   help="comma-separated artist folder names (default: every folder with at "
-                        "least --min-images paintings)")
-    p.add_argument("--min-images", type=int, default=100,
-                   help="without --artists: skip artist folders with fewer paintings")
+    training.add_artist_arguments(p)
     p.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
                    help="paper = the paper's sizes; cpu = ours for a 2-core CPU; tiny = tests")
     p.add_argument("--chn", type=int, default=None, help="generator width (preset)")

@@ -31,14 +31,7 @@ NAME = "styleaware"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--styles", required=True, help="folder of artist sub-folders of paintings")
-    p.add_argument("--content", required=True, help="folder of content photos (recursive)")
-    p.add_argument("--out", required=True, help="output weight file (.safetensors)")
-    p.add_argument("--artists", default=None,
-                   help="comma-separated artist folder names (default: every folder with at "
-                        "least --min-images paintings, in name order)")
-    p.add_argument("--min-images", type=int, default=100,
-                   help="without --artists: skip artists with fewer paintings")
+    training.add_artist_arguments(p)
     p.add_argument("--width", type=int, default=16, help="encoder width (channels of its first conv)")
     p.add_argument("--n-down", type=int, default=3, help="stride-2 convs of the encoder")
     p.add_argument("--n-res", type=int, default=4, help="residual blocks of the decoder")
