@@ -220,3 +220,15 @@ def check_resume_and_export(trainer, make_args, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], e[k], atol=1e-6, rtol=0)
     return a, meta, exported
+
+
+def save_metastyle_file(path, width: float = 0.125, n_res: int = 1, seed: int = 0) -> str:
+    """A seeded adapted metastyle file (johnson's net, what `brushwork adapt` writes): the
+    method ships no default weights, each painting gets its own. Returns the path."""
+    import json
+    from brushwork.methods.johnson import TransformerNet
+    torch.manual_seed(seed)
+    net = TransformerNet(width, 1, n_res)
+    weights_io.save_weights(weights_io.prefixed_state("net", net), path,
+                            metadata={"method": "metastyle", "config": json.dumps(net.config())})
+    return str(path)

@@ -24,6 +24,8 @@ from brushwork.core.image import to_tensor
 from brushwork.methods import METHODS
 from brushwork.train import TRAINERS
 
+from _arbitrary_util import save_metastyle_file
+
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 GREY = 1 / 255
@@ -86,15 +88,7 @@ def _style():
 @functools.lru_cache(maxsize=None)
 def _adapted_file() -> str:
     """A seeded metastyle file (metastyle ships none: `brushwork adapt` makes one per painting)."""
-    import json
-    from brushwork.core.weights import prefixed_state, save_weights
-    from brushwork.methods.johnson import TransformerNet
-    torch.manual_seed(0)
-    net = TransformerNet(0.25, 1, 2)
-    path = Path(tempfile.mkdtemp()) / "adapted.safetensors"
-    save_weights(prefixed_state("net", net), path,
-                 metadata={"method": "metastyle", "config": json.dumps(net.config())})
-    return str(path)
+    return save_metastyle_file(Path(tempfile.mkdtemp()) / "adapted.safetensors", 0.25, 2)
 
 
 def stylize(method, device):

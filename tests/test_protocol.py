@@ -18,6 +18,8 @@ from brushwork.cli.common import all_controls, control_flag, visible_controls
 from brushwork.core.protocol import Capabilities, Control
 from brushwork.methods import METHODS
 
+from _arbitrary_util import save_metastyle_file
+
 SRC = Path(__file__).resolve().parents[1] / "src" / "brushwork"
 
 
@@ -129,22 +131,7 @@ def _cases():
             yield pytest.param(name, ctl, ctl in own, id=f"{name}-{ctl}")
 
 
-def _adapted_weights(tmp_path) -> str:
-    """A tiny seeded metastyle file (what `brushwork adapt` writes): metastyle ships no
-    default weights, each painting gets its own."""
-    import json
-    import torch
-    from brushwork.core.weights import prefixed_state, save_weights
-    from brushwork.methods.johnson import TransformerNet
-    torch.manual_seed(0)
-    net = TransformerNet(0.125, 1, 1)
-    path = tmp_path / "adapted.safetensors"
-    save_weights(prefixed_state("net", net), path,
-                 metadata={"method": "metastyle", "config": json.dumps(net.config())})
-    return str(path)
-
-
-NEEDS_WEIGHTS = {"metastyle": _adapted_weights}
+NEEDS_WEIGHTS = {"metastyle": lambda d: save_metastyle_file(d / "adapted.safetensors")}
 """Methods without a default weight file -> a tiny file for them."""
 
 

@@ -264,7 +264,7 @@ def add_run_arguments(parser, *, every: int) -> None:
 
 def add_artist_arguments(parser, *, min_images: int = 100) -> None:
     """The data arguments of per-artist trainers: ``--styles`` (a folder of artist folders),
-    ``--content``, ``--out``, ``--artists`` and ``--min-images``."""
+    ``--content``, ``--out``, ``--artists``, ``--min-images`` and ``--exclude``."""
     parser.add_argument("--styles", required=True,
                         help="folder of artist sub-folders of paintings")
     parser.add_argument("--content", required=True, help="folder of content photos (recursive)")
@@ -274,6 +274,9 @@ def add_artist_arguments(parser, *, min_images: int = 100) -> None:
                              "at least --min-images paintings, in name order)")
     parser.add_argument("--min-images", type=int, default=min_images,
                         help="without --artists: skip artist folders with fewer paintings")
+    parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
+                        help="leave out the images named in FILE (one file name per line; "
+                             "repeatable), e.g. the photos a benchmark holds out")
 
 
 def add_common_arguments(parser, *, size: int = 256, batch: int = 8, steps: int = 40000,

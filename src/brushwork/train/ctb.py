@@ -155,9 +155,6 @@ def add_arguments(p) -> None:
                    help="content classes (k-means clusters of VGG relu4_1 means)")
     p.add_argument("--class-size", type=int, default=64,
                    help="thumbnail short side for the content classes")
-    p.add_argument("--exclude", action="append", default=[], metavar="FILE",
-                   help="leave out the images named in FILE (one file name per line; "
-                        "repeatable), e.g. the photos a benchmark holds out")
     training.add_run_arguments(p, every=200)
     p.add_argument("--fp16", action="store_true", help="store the exported weights as fp16")
 

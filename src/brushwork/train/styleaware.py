@@ -54,9 +54,6 @@ def add_arguments(p) -> None:
                    help="transformed-image loss weight (MSE of average-pooled images)")
     p.add_argument("--pool", type=int, default=POOL,
                    help="averaging window of the transformed-image loss (pixels)")
-    p.add_argument("--exclude", action="append", default=[], metavar="FILE",
-                   help="leave out the images named in FILE (one file name per line; "
-                        "repeatable), e.g. the photos a benchmark holds out")
     training.add_run_arguments(p, every=200)
     p.add_argument("--fp16", action="store_true", help="store the exported weights as fp16")
 
