@@ -72,3 +72,27 @@ def test_balance_artists_flag_trains_and_defaults_off(data, tmp_path):
     assert r["artists"] == ["alpha", "beta", "gamma"] and r["steps"] == 2
     assert all(np.isfinite(v) for v in r["losses"].values())
     assert {"adv", "feature", "transform", "d_hinge"} <= set(r["losses"])
+
+
+def test_texture_term_is_zero_on_the_painting_itself_and_trains(data, tmp_path):
+    from brushwork.core.vgg import VGG19
+    torch.manual_seed(0)
+    vgg = VGG19(last_layer="relu3_1", autocast=False)
+    real = torch.rand(2, 3, 32, 32)
+    own = vgg(real, list(train_asma.TEXTURE_LAYERS))
+    assert float(train_asma.texture_term(vgg, own, real)) == pytest.approx(0.0, abs=1e-10)
+    # a flat grey image has none of the painting's texture; its gradient points somewhere
+    grey = torch.full_like(real, 0.5).requires_grad_(True)
+    t = train_asma.texture_term(vgg, vgg(grey, list(train_asma.TEXTURE_LAYERS)), real)
+    t.backward()
+    assert float(t.detach()) > 0.1 and float(grey.grad.abs().sum()) > 0
+    base = ["--styles", data / "artists", "--content", data / "content", "--preset", "tiny",
+            "--min-images", 2, "--style-load-size", 48, "--checkpoint-every", 1,
+            "--sample-every", 0, "--no-bf16", "--steps", 2]
+    assert _parse(base + ["--out", tmp_path / "a.safetensors"]).texture_weight == 0.0
+    r = train_asma.run(_parse(base + ["--out", tmp_path / "t.safetensors",
+                                      "--texture-weight", 1]))
+    assert np.isfinite(r["losses"]["texture"]) and r["losses"]["texture"] > 0
+    with pytest.raises(Exception, match="texture-weight"):
+        train_asma.run(_parse(base + ["--out", tmp_path / "n.safetensors",
+                                      "--texture-weight", -1]))

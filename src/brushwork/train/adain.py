@@ -7,14 +7,13 @@ import torch.nn.functional as F
 from ..core.blocks import LEVEL_LAYERS, decoder
 from ..core.losses import mean_std_distance
 from ..core.stats import adain
-from ..core.protocol import (Clock, emit)
 from ..core.vgg import VGG19
 from ..methods import feedforward as ff
 from ..methods.adain import style_layers
 from . import common as training
 from ..core.device import autocast
 from ..core.weights import save_weights, prefixed_state
-from .loops import load_distilled
+from .loops import fixed_styles, load_distilled, pair_batches, train_loop
 
 
 def add_arguments(parser) -> None:
@@ -91,45 +90,22 @@ def run(args, callback=None) -> Path:
         meta["style_loss_net"] = "vgg"
     dec = decoder(args.level, args.width, in_ch).to(device)
     opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
-    ckpt = training.checkpoint_path(args)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    step = 0
-    if args.resume:
-        step = training.load_checkpoint(ckpt, models={"decoder": dec},
-                                        optimizers={"decoder": opt}, lr=args.lr)["step"]
-    c_iter = training.batches(contents, args.size, args.batch, args.seed, start_step=step, stream=0)
-    s_iter = training.batches(styles, args.size, args.batch, args.seed, start_step=step, stream=1)
-    fixed_c = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
-    fixed_s = training.sample_batch(styles, args.size, 4, training.step_generator(args.seed, 0, 10))
-    clock, t_start = Clock(), step
-    dec.train()
-    losses = {}
-    while step < args.steps:
-        content, style = next(c_iter).to(device), next(s_iter).to(device)
-        total, losses, _ = _losses(enc, dec, content, style, bf16, device,
-                                   args.content_weight, args.style_weight, args.level,
-                                   args.identity_weight, loss_net)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        step += 1
-        if training.after_step("adain", args, step, t_start, total, losses, clock, callback,
-                               ckpt, models={"decoder": dec}, optimizers={"decoder": opt},
-                               config=config):
-            dec.eval()
-            with torch.no_grad():
-                _, _, g = _losses(enc, dec, fixed_c.to(device), fixed_s.to(device), bf16,
-                                  device, 1.0, 1.0, args.level, loss_net=loss_net)
-            dec.train()
-            training.save_grid([fixed_c, fixed_s, g.clamp(0, 1)],
-                               ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
-    meta.update(steps=str(step), crop=str(args.size), batch=str(args.batch),
-                style_weight=str(args.style_weight), lr=str(args.lr),
-                identity_weight=str(args.identity_weight))
-    state = {**prefixed_state("decoder", dec.eval()), **enc_state}
-    save_weights(state, args.out, fp16=args.fp16, metadata=meta)
-    emit(callback, training.train_event("adain", step, args.steps, losses, clock(),
-                                        f"wrote {args.out}", kind="done"))
+    fixed_s = fixed_styles(styles, args).to(device)
+
+    def loss(batch):
+        total, parts, _ = _losses(enc, dec, *batch, bf16, device, args.content_weight,
+                                  args.style_weight, args.level, args.identity_weight, loss_net)
+        return total, parts
+
+    def sample(x):
+        _, _, g = _losses(enc, dec, x, fixed_s, bf16, device, 1.0, 1.0, args.level,
+                          loss_net=loss_net)
+        return [x, fixed_s, g.clamp(0, 1)]
+
+    meta.update(style_weight=str(args.style_weight), identity_weight=str(args.identity_weight))
+    train_loop("adain", args, contents, {"decoder": dec}, {"decoder": opt}, device, callback,
+               loss, sample, meta, extra_state=enc_state,
+               batches=pair_batches(contents, styles, args))
     return Path(args.out)
 
 

@@ -11,17 +11,18 @@ import torch.nn.functional as F
 from ..core.blocks import (hinge_d_loss, hinge_g_loss, one_hot_styles)
 from ..eval.classifier import ArtistClassifier, artist_folders, statistics_of
 from ..errors import BrushworkError
-from ..core.losses import mean_std_distance, weighted_sum
-from ..core.stats import log_standardize, mean_std
+from ..core.losses import mean_std_distance, relative_mse, weighted_sum
+from ..core.stats import gram, log_standardize, mean_std
 from ..core.protocol import Clock, emit
 from ..core.vgg import LAYER_CHANNELS, VGG19
 from ..methods.asma import DECODER_NORMS, PADDINGS, PRESETS, SHIPPED_FILE, TRAIN_HINT, Generator, build, transform_loss
 from . import common as training
-from ..core.device import autocast, pick_device
+from ..core.device import autocast, has_bf16, pick_device
 from ..core.weights import load_weights, save_weights, prefixed_state, load_prefixed, resolve_weights
 
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
+TEXTURE_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
 CONTENT_LAYER = "relu4_1"
 
 
@@ -152,6 +153,18 @@ def style_term(vgg: VGG19, out, real, ids, targets, feats=None, grid: int = 1,
     return st
 
 
+def texture_term(vgg: VGG19, out_feats: dict, real) -> torch.Tensor:
+    """Ours: the Gram matrices (Gatys et al.'s texture statistics) of G's output at
+    TEXTURE_LAYERS against those of the batch's paintings of the same artists, each layer as a
+    relative MSE (scale-free, so every layer counts alike). Mean/std statistics fix the palette
+    and the channel energies; the Gram matrices carry which features occur together: the
+    strokes, edges and patterns of a painting."""
+    with torch.no_grad():
+        fr = vgg(real.to(out_feats[TEXTURE_LAYERS[0]].device), list(TEXTURE_LAYERS))
+    return sum(relative_mse(gram(out_feats[name].float()), gram(fr[name].float()))
+               for name in TEXTURE_LAYERS) / len(TEXTURE_LAYERS)
+
+
 def add_arguments(p) -> None:
     p.add_argument("--styles", required=True, help="folder of artist sub-folders of paintings")
     p.add_argument("--content", required=True, help="folder of content photos (recursive)")
@@ -209,6 +222,9 @@ def add_arguments(p) -> None:
                         "the loss) or standardised (log, z-scored over all paintings: every "
                         "channel by how much it varies between paintings) (preset: raw); "
                         "standardised needs --style-target artist or typical")
+    p.add_argument("--texture-weight", type=float, default=0.0,
+                   help="ours: weight of a Gram-matrix texture loss (relu1_1..relu3_1, relative "
+                        "MSE) to the batch's painting of each output's artist (0 = off)")
     p.add_argument("--warmup", type=int, default=None,
                    help="ours: auto-encoder steps before the GAN (preset)")
     p.add_argument("--classifier", default=None, metavar="FILE",
@@ -253,6 +269,8 @@ def resolve_arguments(args) -> dict:
         raise BrushworkError("--batch and --steps must be >= 1, --d-steps >= 0, --lr > 0")
     if cfg["style_space"] == "standardised" and cfg["style_target"] == "painting":
         raise BrushworkError("--style-space standardised needs --style-target artist or typical")
+    if getattr(args, "texture_weight", 0.0) < 0:
+        raise BrushworkError("--texture-weight must be >= 0")
     if args.classifier_weight < 0 or (args.classifier_weight > 0) != bool(args.classifier):
         raise BrushworkError("--classifier and --classifier-weight > 0 go together")
     cfg["classifier_scale"] = parse_scale_range(args.classifier_scale)
@@ -265,6 +283,7 @@ def run(args, callback=None) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     device = pick_device(args.device)
+    args.bf16 = args.bf16 and has_bf16(device)  # bf16 autocast only where it is fast
     size, batch = cfg["size"], cfg["batch"]
     load = args.load_size or max(size, min(512, 2 * size))
     # the cheap checks of --classifier and --init come before minutes of image loading
@@ -287,8 +306,10 @@ def run(args, callback=None) -> dict:
                               {"params": tables, "lr": args.lr * cfg["table_lr_mult"]}],
                              lr=args.lr, betas=(0.9, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(0.9, 0.999))
+    texture_weight = getattr(args, "texture_weight", 0.0)
     vgg = VGG19(last_layer="relu4_1", device=device, autocast=args.bf16) \
-        if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 or clf is not None else None
+        if cfg["style_weight"] > 0 or cfg["content_weight"] > 0 or clf is not None or \
+        texture_weight > 0 else None
     ckpt = training.checkpoint_path(args)
     models, opts = {"generator": G, "discriminator": D}, {"g": opt_g, "d": opt_d}
     # ours: the weights oscillate with the adversarial game (style accuracy moves by +-10
@@ -360,6 +381,8 @@ def run(args, callback=None) -> dict:
                 terms["style"] = (cfg["style_weight"],
                                   style_term(vgg, out, real, ids.to(device), targets, fo,
                                              cfg["style_grid"], cfg["style_space"]))
+            if texture_weight > 0:  # ours: the paintings' texture (Gram matrices)
+                terms["texture"] = (texture_weight, texture_term(vgg, fo, real))
             if clf is not None:  # ours: the guidance classifier's cross-entropy on the artist
                 lo, hi = cfg["classifier_scale"]
                 scale = lo + (hi - lo) * float(torch.rand((), generator=g))

@@ -20,6 +20,7 @@ last five convolutions), so a short run suffices.
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -27,16 +28,15 @@ import torch.nn.functional as F
 
 from ..core.device import autocast
 from ..core.losses import relative_mse, tv_loss
-from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
-from ..core.weights import prefixed_state, resolve_weights, save_weights
+from ..core.weights import resolve_weights
 from ..errors import BrushworkError
 from ..methods import feedforward as ff
 from ..methods.avatar import LAYER, LAYERS, AvatarDecoder, FusedDecoder, decorate, self_fuse
 from . import common as training
 from .loops import (STYLE_LOSS_LAYERS, add_stylization_arguments,
-                    check_stylization_arguments, conv_layers, copy_decoder_convs, merge_parts,
-                    paired_sampler, stylization_loss)
+                    check_stylization_arguments, conv_layers, copy_decoder_convs, fixed_styles,
+                    merge_parts, paired_sampler, stylization_loss, train_loop)
 
 PERCEPTUAL_LAYERS = ["relu1_1", "relu2_1", "relu3_1", "relu4_1"]
 DEFAULT_INIT = "wct_vgg.safetensors"
@@ -128,60 +128,46 @@ def run(args, callback=None) -> Path:
     if str(args.init).lower() != "none":
         path = resolve_weights(args.init, args.init, TRAIN_HINT_INIT)
         init = f"{Path(path).name} ({init_from(dec, path)} of 9 convolutions)"
+    if args.style_weight and (args.patch_size < 1 or args.patch_size % 2 == 0):
+        raise BrushworkError(f"--patch-size must be odd and >= 1, got {args.patch_size}")
     opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
-    ckpt = training.checkpoint_path(args)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    step = 0
-    if args.resume:
-        step = training.load_checkpoint(ckpt, models={"decoder": dec},
-                                        optimizers={"decoder": opt}, lr=args.lr)["step"]
-    it = training.batches(pool, args.size, args.batch, args.seed, start_step=step, stream=0)
-    if args.style_weight:
-        if args.patch_size < 1 or args.patch_size % 2 == 0:
-            raise BrushworkError(f"--patch-size must be odd and >= 1, got {args.patch_size}")
-        pairs = paired_sampler(contents, styles, args, start=step, streams=(2, 3))
-    fixed = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
-    fixed_s = training.sample_batch(styles, args.size, 4,
-                                    training.step_generator(args.seed, 0, 10))
-    clock, t_start = Clock(), step
-    dec.train()
-    parts = {}
-    while step < args.steps:
-        images = next(it).to(device)
+    fixed_s = fixed_styles(styles, args).to(device)
+
+    def batches(step):  # images to reconstruct, and (photo, painting) pairs to stylise
+        pairs = paired_sampler(contents, styles, args, start=step, streams=(2, 3)) \
+            if args.style_weight else itertools.repeat(None)
+        return zip(training.batches(pool, args.size, args.batch, args.seed, start_step=step),
+                   pairs)
+
+    def loss(batch):
+        images, pair = batch
         total, parts = 0.0, {}
         if args.reconstruction_weight:
             total, parts, _ = losses(enc, dec, images, bf16, device, args.pixel_weight,
                                      args.perceptual_weight, args.tv_weight)
             total = args.reconstruction_weight * total
         if args.style_weight:
-            content, style = (x.to(device) for x in next(pairs))
-            st, sp = stylize_losses(enc, dec, content, style, bf16, device, args.content_weight,
+            st, sp = stylize_losses(enc, dec, *pair, bf16, device, args.content_weight,
                                     args.style_weight, args.patch_size)
             total = total + st
             parts = merge_parts(total, parts, sp)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        step += 1
-        if training.after_step("avatar", args, step, t_start, total, parts, clock, callback,
-                               ckpt, models={"decoder": dec}, optimizers={"decoder": opt},
-                               config=config):
-            dec.eval()
-            with torch.no_grad():
-                _, _, rec = losses(enc, dec, fixed.to(device), bf16, device, 1.0, 1.0, 0.0)
-                sty = stylize_batch(enc, dec, fixed.to(device), fixed_s.to(device), bf16)
-            dec.train()
-            training.save_grid([fixed, rec.clamp(0, 1), fixed_s, sty],
-                               ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
-    meta = {"method": "avatar", "encoder": "vgg", "width": "1.0", "steps": str(step),
-            "crop": str(args.size), "batch": str(args.batch), "lr": str(args.lr),
-            "pixel_weight": str(args.pixel_weight),
-            "perceptual_weight": str(args.perceptual_weight), "tv_weight": str(args.tv_weight),
-            "style_weight": str(args.style_weight), "content_weight": str(args.content_weight),
-            "reconstruction_weight": str(args.reconstruction_weight), "init": init}
-    save_weights(prefixed_state("decoder", dec.eval()), args.out, fp16=args.fp16, metadata=meta)
-    emit(callback, training.train_event("avatar", step, args.steps, parts, clock(),
-                                        f"wrote {args.out}", kind="done"))
+        return total, parts
+
+    def sample(x):
+        _, _, rec = losses(enc, dec, x, bf16, device, 1.0, 1.0, 0.0)
+        return [x, rec.clamp(0, 1), fixed_s, stylize_batch(enc, dec, x, fixed_s, bf16)]
+
+    def meta(step):
+        return {"method": "avatar", "encoder": "vgg", "width": "1.0", "steps": str(step),
+                "crop": str(args.size), "batch": str(args.batch), "lr": str(args.lr),
+                "pixel_weight": str(args.pixel_weight),
+                "perceptual_weight": str(args.perceptual_weight),
+                "tv_weight": str(args.tv_weight), "style_weight": str(args.style_weight),
+                "content_weight": str(args.content_weight),
+                "reconstruction_weight": str(args.reconstruction_weight), "init": init}
+
+    train_loop("avatar", args, contents, {"decoder": dec}, {"decoder": opt}, device, callback,
+               loss, sample, meta, batches=batches)
     return Path(args.out)
 
 

@@ -11,7 +11,7 @@ from ..core.vgg import VGG19
 from ..methods.johnson import TransformerNet, load_net
 from . import johnson
 from ..methods.cin import (SHIPPED_FILE, TRAIN_HINT)
-from ..core.device import pick_device
+from ..core.device import has_bf16, pick_device
 
 
 def add_arguments(p) -> None:
@@ -35,6 +35,7 @@ def run(args, callback=None) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     device = pick_device(args.device)
+    args.bf16 = args.bf16 and has_bf16(device)  # bf16 autocast only where it is fast
     vgg = VGG19(last_layer="relu4_3", device=device, autocast=args.bf16)
     if adding:
         return run_add_style(args, vgg, device, callback)

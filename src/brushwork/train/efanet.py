@@ -28,15 +28,14 @@ import torch.nn.functional as F
 from ..core.blocks import LEVEL_LAYERS, decoder
 from ..core.device import autocast
 from ..core.losses import relative_mse
-from ..core.protocol import Clock, emit
 from ..core.stats import gram
 from ..core.vgg import LAYER_CHANNELS, VGG19
-from ..core.weights import prefixed_state, resolve_weights, save_weights
+from ..core.weights import resolve_weights
 from ..errors import BrushworkError
 from ..methods import feedforward as ff
 from ..methods.efanet import ExchangeBlock, whitening_loss
 from . import common as training
-from .loops import init_decoder, paired_sampler
+from .loops import fixed_styles, init_decoder, pair_batches, train_loop
 
 STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1")
 DEFAULT_INIT = "wct_vgg.safetensors"
@@ -146,48 +145,28 @@ def run(args, callback=None) -> Path:
     if str(args.init).lower() != "none" and not args.resume:
         init = init_from(dec, resolve_weights(args.init, args.init, INIT_HINT), args.level,
                          args.width)
+    if args.resume:  # the start the run recorded
+        init = training.load_checkpoint_config(training.checkpoint_path(args)).get("init_used",
+                                                                                  init)
     opt = torch.optim.Adam(list(block.parameters()) + list(dec.parameters()), lr=args.lr)
-    models = {"exchange": block, "decoder": dec}
-    ckpt = training.checkpoint_path(args)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    config["init_used"] = init
-    step = 0
-    if args.resume:
-        info = training.load_checkpoint(ckpt, models=models, optimizers={"all": opt}, lr=args.lr)
-        step = info["step"]
-        init = info["config"].get("init_used", init)
-        config["init_used"] = init
-    pairs = paired_sampler(contents, styles, args, start=step)
-    fixed = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
-    fixed_s = training.sample_batch(styles, args.size, 4,
-                                    training.step_generator(args.seed, 0, 10))
-    clock, t0 = Clock(), step
-    parts = {}
-    while step < args.steps:
-        block.train()
-        dec.train()
-        content, style = (x.to(device) for x in next(pairs))
-        total, parts, _ = losses(enc, block, dec, content, style,
-                                 args.level, bf16, device, args.content_weight,
-                                 args.style_weight, args.whitening_weight, args.identity_weight)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        step += 1
-        if training.after_step("efanet", args, step, t0, total, parts, clock, callback, ckpt,
-                               models=models, optimizers={"all": opt}, config=config):
-            block.eval()
-            dec.eval()
-            with torch.no_grad():
-                _, _, out = losses(enc, block, dec, fixed.to(device), fixed_s.to(device),
-                                   args.level, bf16, device)
-            training.save_grid([fixed, fixed_s, out.clamp(0, 1)],
-                               ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
-    state = {**prefixed_state("exchange", block.eval()), **prefixed_state("decoder", dec.eval())}
-    meta = _meta(args.level, args.width, args.dim, args.hidden, step, config, init)
-    save_weights(state, args.out, fp16=args.fp16, metadata=meta)
-    emit(callback, training.train_event("efanet", step, args.steps, parts, clock(),
-                                        f"wrote {args.out}", kind="done"))
+    fixed_s = fixed_styles(styles, args).to(device)
+
+    def loss(batch):
+        total, parts, _ = losses(enc, block, dec, *batch, args.level, bf16, device,
+                                 args.content_weight, args.style_weight, args.whitening_weight,
+                                 args.identity_weight)
+        return total, parts
+
+    def sample(x):
+        _, _, out = losses(enc, block, dec, x, fixed_s, args.level, bf16, device)
+        return [x, fixed_s, out.clamp(0, 1)]
+
+    config = {**vars(args), "init_used": init}
+    train_loop("efanet", args, contents, {"exchange": block, "decoder": dec}, {"all": opt},
+               device, callback, loss, sample,
+               lambda step: _meta(args.level, args.width, args.dim, args.hidden, step, config,
+                                  init),
+               batches=pair_batches(contents, styles, args), config={"init_used": init})
     return Path(args.out)
 
 

@@ -16,13 +16,11 @@ from pathlib import Path
 
 import torch
 
-from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
-from ..core.weights import prefixed_state, save_weights
 from ..errors import BrushworkError
 from ..methods.fcs import STYLE_LAYERS, Objective, Solver
 from . import common as training
-from .loops import paired_sampler
+from .loops import fixed_styles, pair_batches, train_loop
 
 LAYER_WEIGHTS = [1.0 / len(STYLE_LAYERS)] * len(STYLE_LAYERS)
 
@@ -98,39 +96,20 @@ def run(args, callback=None) -> Path:
     enc = VGG19(device=device, autocast=bf16, last_layer="relu5_1", channels_last=True)
     solver = Solver(args.blocks, args.width).to(device)
     opt = torch.optim.Adam(solver.parameters(), lr=args.lr)
-    ckpt = training.checkpoint_path(args)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    step = 0
-    if args.resume:
-        info = training.load_checkpoint(ckpt, models={"solver": solver},
-                                        optimizers={"solver": opt}, lr=args.lr)
-        step = info["step"]
-    pairs = paired_sampler(contents, styles, args, start=step)
-    fixed_c = training.sample_batch(contents, args.size, 4,
-                                    training.step_generator(args.seed, 0, 9))
-    fixed_s = training.sample_batch(styles, args.size, 4,
-                                    training.step_generator(args.seed, 0, 10))
-    clock, t_start = Clock(), step
-    parts = {}
-    while step < args.steps:
-        content, style = (x.to(device) for x in next(pairs))
-        total, parts, _ = losses(enc, solver, content, style, args.content_weight,
-                                 args.style_weight, args.block_loss)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        step += 1
-        if training.after_step("fcs", args, step, t_start, total, parts, clock, callback,
-                               ckpt, models={"solver": solver}, optimizers={"solver": opt},
-                               config=config):
-            g = stylize_batch(enc, solver, fixed_c.to(device), fixed_s.to(device),
-                              args.content_weight, args.style_weight)
-            training.save_grid([fixed_c, fixed_s, g],
-                               ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
-    save_weights(prefixed_state("solver", solver), args.out, fp16=args.fp16,
-                 metadata=_meta(vars(args), step))
-    emit(callback, training.train_event("fcs", step, args.steps, parts, clock(),
-                                        f"wrote {args.out}", kind="done"))
+    fixed_s = fixed_styles(styles, args).to(device)
+
+    def loss(batch):
+        total, parts, _ = losses(enc, solver, *batch, args.content_weight, args.style_weight,
+                                 args.block_loss)
+        return total, parts
+
+    def sample(x):
+        return [x, fixed_s, stylize_batch(enc, solver, x, fixed_s, args.content_weight,
+                                          args.style_weight)]
+
+    train_loop("fcs", args, contents, {"solver": solver}, {"solver": opt}, device, callback,
+               loss, sample, lambda step: _meta(vars(args), step),
+               batches=pair_batches(contents, styles, args))
     return Path(args.out)
 
 

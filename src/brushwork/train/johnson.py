@@ -13,7 +13,7 @@ from ..core.protocol import (Clock, emit)
 from ..core.vgg import VGG19
 from ..methods.johnson import (CONTENT_LAYER, STYLE_LAYERS, TransformerNet)
 from . import common as training
-from ..core.device import autocast, pick_device
+from ..core.device import autocast, has_bf16, pick_device
 from ..core.weights import save_weights, prefixed_state
 
 
@@ -148,6 +148,7 @@ def run(args, callback=None) -> dict:
     torch.manual_seed(args.seed)
     random.seed(args.seed)
     device = pick_device(args.device)
+    args.bf16 = args.bf16 and has_bf16(device)  # bf16 autocast only where it is fast
     vgg = VGG19(last_layer="relu4_3", device=device, autocast=args.bf16)
     targets = PerceptualTargets(vgg, load_style_images([args.style], args.style_size))
     net = TransformerNet(args.width, 1, args.n_res).to(device)

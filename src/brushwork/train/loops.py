@@ -1,7 +1,8 @@
 """The training loops and set-ups that several trainers share.
 
-* :func:`train_loop`: a plain loop over batches of one image list (wct, linear, sanet, distill):
-  checkpoints, sample grids, progress events, the final safetensors file.
+* :func:`train_loop`: the loop of the decoder trainers (wct, linear, sanet, distill, adain,
+  avatar, totalst, efanet, fcs): resume, steps, checkpoints, sample grids, progress events,
+  the final safetensors file; :func:`pair_batches` and :func:`fixed_styles` for the paired ones.
 * :func:`paired_sampler`: (content, style) batch pairs that resume at the checkpoint's step.
 * :func:`recon_setup`, :func:`parse_levels`: the start of the reconstruction trainers.
 * :func:`load_distilled`: a `brushwork train distill` file (``--encoder-weights``).
@@ -203,25 +204,53 @@ def recon_image(enc, dec, x, level, bf16):
     return ff.decode(dec, ff.encode(enc, x, layer, bf16)[layer], bf16).clamp(0, 1)
 
 
+def _to(batch, device):
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to(b, device) for b in batch)
+    return batch if batch is None else batch.to(device)
+
+
+def pair_batches(contents, styles, args, streams=(0, 1)):
+    """``batches`` for :func:`train_loop`: (content, style) pairs from a step on."""
+    return lambda step: paired_sampler(contents, styles, args, start=step, streams=streams)
+
+
+def fixed_styles(styles, args) -> torch.Tensor:
+    """The 4 paintings of every sample grid (stream 10 of step 0; the photos are stream 9)."""
+    return training.sample_batch(styles, args.size, 4, training.step_generator(args.seed, 0, 10))
+
+
 def train_loop(name, args, images, models, optimizers, device, callback, loss_fn, sample_fn,
-               meta, extra_state=None):
-    """A plain reconstruction-style loop over batches of ``images`` (shared by wct, distill,
-    styleswap): checkpoints, sample grids, events, final safetensors."""
+               meta, extra_state=None, *, batches=None, config=None):
+    """The loop the decoder trainers share: resume from the checkpoint (``--resume``), one
+    optimiser step per batch (``loss_fn(batch) -> (total, parts)``), then
+    :func:`~brushwork.train.common.after_step` (divergence check, event, checkpoint, log) and,
+    when due, a sample grid (``sample_fn(fixed)`` -> its rows, models in eval mode, no grad;
+    ``fixed``: 4 crops of ``images`` drawn once); at the end the models' safetensors file.
+
+    ``batches(step)``: an iterator of the batches from ``step`` on (default: crops of
+    ``images``), so a resumed run sees exactly the batches it would have seen; tuples are moved
+    to ``device`` element by element. ``meta``: a dict (the loop adds steps, crop, batch, lr)
+    or ``meta(step) -> dict``. ``config``: entries stored in the checkpoint beside the
+    arguments."""
     ckpt = training.checkpoint_path(args)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
+    config = {**{k: v for k, v in vars(args).items() if k != "func"}, **(config or {})}
     step = 0
     if args.resume:
         step = training.load_checkpoint(ckpt, models=models, optimizers=optimizers,
                                         lr=args.lr)["step"]
-    it = training.batches(images, args.size, args.batch, args.seed, start_step=step)
+    if batches is None:
+        def batches(start):
+            return training.batches(images, args.size, args.batch, args.seed, start_step=start)
+    it = batches(step)
     fixed = training.sample_batch(images, args.size, 4, training.step_generator(args.seed, 0, 9))
     clock, t0 = Clock(), step
     losses = {}
     while step < args.steps:
-        x = next(it).to(device)
+        batch = _to(next(it), device)
         for m in models.values():
             m.train()
-        total, losses = loss_fn(x)
+        total, losses = loss_fn(batch)
         for o in optimizers.values():
             o.zero_grad(set_to_none=True)
         total.backward()
@@ -238,8 +267,11 @@ def train_loop(name, args, images, models, optimizers, device, callback, loss_fn
     state = dict(extra_state or {})
     for k, m in models.items():
         state.update(prefixed_state(k, m.eval()))
-    meta = {**meta, "steps": str(step), "crop": str(args.size), "batch": str(args.batch),
-            "lr": str(args.lr)}
+    if callable(meta):
+        meta = meta(step)
+    else:
+        meta = {**meta, "steps": str(step), "crop": str(args.size), "batch": str(args.batch),
+                "lr": str(args.lr)}
     save_weights(state, args.out, fp16=getattr(args, "fp16", False), metadata=meta)
     emit(callback, training.train_event(name, step, args.steps, losses, clock(),
                                         f"wrote {args.out}", kind="done"))

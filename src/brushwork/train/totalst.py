@@ -26,15 +26,15 @@ import torch
 
 from ..core.device import autocast
 from ..core.losses import mean_cov_distance, relative_mse
-from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
-from ..core.weights import prefixed_state, resolve_weights, save_weights
+from ..core.weights import resolve_weights
 from ..errors import BrushworkError
 from ..methods import feedforward as ff
 from ..methods.totalst import (LAYER, LAYERS, SCOPES, SKIP_LAYERS, TotalDecoder,
                                joint_features, total_transform)
 from . import common as training
-from .loops import STYLE_LOSS_LAYERS, conv_layers, copy_decoder_convs, paired_sampler
+from .loops import (STYLE_LOSS_LAYERS, conv_layers, copy_decoder_convs, fixed_styles,
+                    pair_batches, train_loop)
 
 DEFAULT_INIT = "adain_vgg.safetensors"
 INIT_HINT = "pass --init PATH (an adain relu3_1 or totalst weight file) or --init none"
@@ -135,46 +135,23 @@ def run(args, callback=None) -> Path:
         path = resolve_weights(args.init, args.init, INIT_HINT)
         init = f"{Path(path).name} ({init_from(dec, path)} of {len(conv_layers(dec.body))} " \
                f"convolutions)"
+    if args.resume:  # the start the run recorded
+        init = training.load_checkpoint_config(training.checkpoint_path(args)).get("init_used",
+                                                                                  init)
     opt = torch.optim.Adam(dec.parameters(), lr=args.lr)
-    ckpt = training.checkpoint_path(args)
-    config = {k: v for k, v in vars(args).items() if k != "func"}
-    config["init_used"] = init
-    step = 0
-    if args.resume:
-        info = training.load_checkpoint(ckpt, models={"decoder": dec},
-                                        optimizers={"decoder": opt}, lr=args.lr)
-        step = info["step"]
-        init = info["config"].get("init_used", init)
-        config["init_used"] = init
-    pairs = paired_sampler(contents, styles, args, start=step)
-    fixed_c = training.sample_batch(contents, args.size, 4,
-                                    training.step_generator(args.seed, 0, 9))
-    fixed_s = training.sample_batch(styles, args.size, 4,
-                                    training.step_generator(args.seed, 0, 10))
-    clock, t_start = Clock(), step
-    dec.train()
-    parts = {}
-    while step < args.steps:
-        content, style = (x.to(device) for x in next(pairs))
-        total, parts, _ = losses(enc, dec, content, style, bf16, device, args.content_weight,
+    fixed_s = fixed_styles(styles, args).to(device)
+
+    def loss(batch):
+        total, parts, _ = losses(enc, dec, *batch, bf16, device, args.content_weight,
                                  args.intra_weight, args.inter_weight, args.scale_stats)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        opt.step()
-        step += 1
-        if training.after_step("totalst", args, step, t_start, total, parts, clock, callback,
-                               ckpt, models={"decoder": dec}, optimizers={"decoder": opt},
-                               config=config):
-            dec.eval()
-            g = stylize_batch(enc, dec, fixed_c.to(device), fixed_s.to(device), bf16,
-                              args.scale_stats)
-            dec.train()
-            training.save_grid([fixed_c, fixed_s, g],
-                               ckpt.with_name(f"{ckpt.stem}_sample_{step:06d}.png"))
-    meta = _meta(vars(args), step, init)
-    save_weights(prefixed_state("decoder", dec.eval()), args.out, fp16=args.fp16, metadata=meta)
-    emit(callback, training.train_event("totalst", step, args.steps, parts, clock(),
-                                        f"wrote {args.out}", kind="done"))
+        return total, parts
+
+    def sample(x):
+        return [x, fixed_s, stylize_batch(enc, dec, x, fixed_s, bf16, args.scale_stats)]
+
+    train_loop("totalst", args, contents, {"decoder": dec}, {"decoder": opt}, device, callback,
+               loss, sample, lambda step: _meta(vars(args), step, init),
+               batches=pair_batches(contents, styles, args), config={"init_used": init})
     return Path(args.out)
 
 
