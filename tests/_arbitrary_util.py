@@ -14,9 +14,11 @@ def image(h=40, w=48, seed=0):
     return (0.5 * base + 0.3 * ramp + 0.2 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
 
 
-def check_weights_and_masks(model, content, s1, s2, weights=([1, 0], [0, 1]), atol=1e-5):
+def check_weights_and_masks(model, content, s1, s2, weights=([1, 0], [0, 1]), atol=1e-5,
+                            full_mask=False):
     """With two different styles, swapping the style weights changes the output, and so does
-    giving each style half of the image by masks. Returns the left-half mask."""
+    giving each style half of the image by masks; ``full_mask``: a mask covering everything
+    gives that style alone. Returns the left-half mask."""
     a = model.stylize(content, [s1, s2], style_weights=weights[0])
     b = model.stylize(content, [s1, s2], style_weights=weights[1])
     assert not torch.allclose(a, b, atol=atol)
@@ -25,6 +27,10 @@ def check_weights_and_masks(model, content, s1, s2, weights=([1, 0], [0, 1]), at
     left[..., :w // 2] = 1
     m = model.stylize(content, [s1, s2], controls={"masks": [left, 1 - left]})
     assert m.shape == a.shape and not torch.allclose(m, a, atol=atol)
+    if full_mask:
+        full = torch.ones_like(left)
+        only1 = model.stylize(content, [s1, s2], controls={"masks": [full, 0 * full]})
+        torch.testing.assert_close(only1, model.stylize(content, [s1]), atol=1e-5, rtol=0)
     return left
 
 
