@@ -121,6 +121,10 @@ REGION_MAPS = ("auto_regions_maps.jpg", "optimisation", "the 3 regions `--auto-r
                " (photo left, painting right; same colour = corresponding regions)", LAKE,
                AUVERS, 3)
 
+STROKES = ("asma_strokes.jpg", "asma `--stroke 0.5`, `1`, `2` (left to right); `--artist "
+           "claude_monet` above, `vincent_van_gogh` below", LAKE,
+           ("claude_monet", "vincent_van_gogh"), (0.5, 1.0, 2.0))
+
 VIDEO = ("video_strip.jpg", "video", "wct video, `--consistency flow`: frames 1, 4, 7, 10 of a"
          " pan across the photo", "wct", MACHU, [STARRY])
 
@@ -210,6 +214,23 @@ def video_strip(data: Path, out: Path, size: int, quality: int, seed: int) -> fl
             x += tile.width + gap
         save_jpeg(strip, out / name, 800, quality)
     return time.perf_counter() - t0
+
+
+def stroke_sheet(data: Path, out: Path, size: int, quality: int, seed: int) -> float:
+    """asma at each stroke size of :data:`STROKES`, one row per artist."""
+    name, _, content, artists, strokes = STROKES
+    t = time.perf_counter()
+    rows = [side_by_side([brushwork.stylize(load(content, data), [], method="asma", size=size,
+                                            seed=seed, artist=a, stroke=s) for s in strokes])
+            for a in artists]
+    sheet = Image.new("RGB", (max(r.width for r in rows),
+                              sum(r.height for r in rows) + 4 * (len(rows) - 1)), "white")
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.height + 4
+    save_jpeg(sheet, out / name, len(strokes) * size, quality)
+    return time.perf_counter() - t
 
 
 def side_by_side(tiles: list[Image.Image], gap: int = 4) -> Image.Image:
@@ -342,6 +363,14 @@ def main() -> None:
     if not only or name in only:
         dt = region_maps_image(args.data, args.out, args.size, args.quality, args.seed)
         print(f"{name:24s} {'regions':9s} {dt:6.1f} s", flush=True)
+    name, caption, content, artists, _ = STROKES
+    credits.append((name, caption, content, [],
+                    "no painting at inference: the network was trained on "
+                    + " and ".join(ARTIST_NAMES[a] for a in artists)
+                    + " (public-domain works, `styles/` of the data folder)"))
+    if not only or name in only:
+        dt = stroke_sheet(args.data, args.out, args.size, args.quality, args.seed)
+        print(f"{name:24s} {'asma':9s} {dt:6.1f} s", flush=True)
     if not args.no_video:
         name, family, caption, method, content, styles = VIDEO
         credits.append((name, caption, content, styles, ""))

@@ -15,11 +15,12 @@ Our additions (not in the paper):
 * **Stroke control.** The ASM's update gate z decides, per channel, how much of the fused fine
   stream (h^, built from the 1/2-resolution encoder features) replaces the coarse stylised
   stream (x_t, the 1/16 trunk upsampled x8). Large z = fine, small strokes; small z = the
-  coarse stream's large strokes. The ``stroke`` control reshapes the learned gate as
-  z ** stroke: stroke = 1 is the model as trained, stroke = 2 pushes every gate toward
-  the coarse stream (larger strokes), 0.5 toward fine detail (smaller strokes). With
-  ``stroke_mask`` (white = apply ``stroke``, black = as trained, grey = in between, in the
-  exponent) the exponent becomes a per-pixel map, so stroke size varies by region.
+  coarse stream's large strokes. Reshaping the gate alone (z ** stroke) moves the detail
+  little, so ``stroke`` = s does two things: the generator paints the photo at 1/s of its size
+  with the gate reshaped as z ** s, and the painting is resized back to the photo's size.
+  s = 1 is the model as trained, s = 2 strokes twice as large (and less of the photo's fine
+  detail), 0.5 strokes half as large (at 4x the pixels). With ``stroke_mask`` (white = the
+  stroke-s painting, black = as trained, grey = a mix of the two) stroke size varies by region.
 * **Training within CPU means** (preset ``cpu``; each also a flag): ``--warmup N`` first trains
   the generator as an auto-encoder (L1 reconstruction) for N steps; ``--style-weight W`` adds a
   VGG mean/std loss (relu1_1..relu4_1) between G(x, y) and the statistics of artist y's most
@@ -54,7 +55,7 @@ from ..core import tiling
 from ..core.device import autocast, has_bf16, pick_device
 from ..core.weights import load_prefixed, load_weights, resolve_weights
 from ..errors import BrushworkError, ControlError
-from ..core.image import load_mask
+from ..core.image import load_mask, resize
 from ..core.protocol import Capabilities, Clock, Control, Progress, begin, emit
 from . import johnson
 from .cin import mix_vector, parse_style_id
@@ -86,10 +87,12 @@ ARTIST = Control("artist", "str", "0",
                  "'monet:0.5,van_gogh:0.5' of their label codes")
 STROKE = Control("stroke", "float", 1.0,
                  "stroke size relative to the trained model: >1 larger strokes, <1 smaller "
-                 "(reshapes the ASM update gate); with stroke_mask only where the mask is white",
+                 "(the photo painted at 1/stroke of its size, the ASM update gate reshaped); "
+                 "with stroke_mask only where the mask is white",
                  low=0.25, high=4.0)
 STROKE_MASK = Control("stroke_mask", "images", None,
-                      "one mask image: white = apply --stroke there, black = as trained")
+                      "one mask image: white = the --stroke painting there, black = as trained, "
+                      "grey = a mix")
 
 
 # ------------------------------------------------------------------------------------- network
@@ -268,33 +271,41 @@ class Asma:
         clock = Clock()
         style = mix_vector(parse_style_id(c["artist"], self.artists, "artist"),
                            len(self.artists))
-        stroke = c["stroke"]
+        stroke, mask = float(c["stroke"]), None
         if c["stroke_mask"]:
             if len(c["stroke_mask"]) != 1:
                 raise ControlError("asma: give one stroke_mask")
-            m = load_mask(c["stroke_mask"][0], tuple(content.shape[-2:]))
-            # exponent map: 1 (as trained) where black, ``stroke`` where white (log-linear mix)
-            stroke = torch.exp(m * torch.log(torch.tensor(float(stroke))))
-        elif stroke == 1.0:
-            stroke = None
+            mask = load_mask(c["stroke_mask"][0], tuple(content.shape[-2:]))
+        if stroke == 1.0:
+            out = self._paint(content, style, None, tile, max_memory, callback, clock)
+        else:
+            out = self._paint_at(content, style, stroke, tile, max_memory, callback, clock)
+            if mask is not None:  # white: the stroke-sized painting; black: as trained
+                plain = self._paint(content, style, None, tile, max_memory, callback, clock)
+                out = mask * out + (1 - mask) * plain
+        emit(callback, Progress(self.name, "done", 1, 1, size=tuple(content.shape[-2:]),
+                                elapsed=clock()))
+        return out
+
+    def _paint_at(self, content, style, stroke: float, tile, max_memory, callback, clock):
+        """The painting with strokes ``stroke`` times the trained size: the generator paints
+        the photo at 1/stroke of its size (at least 16 px a side) with the ASM gate reshaped
+        as z ** stroke, and the result is resized back."""
+        h, w = content.shape[-2:]
+        small = resize(content, (max(16, round(h / stroke)), max(16, round(w / stroke))))
+        return resize(self._paint(small, style, stroke, tile, max_memory, callback, clock),
+                      (h, w))
+
+    def _paint(self, content, style, stroke, tile, max_memory, callback, clock):
+        """The generator on ``content`` ([0, 1], any size; tile by tile where ``tile`` or
+        ``max_memory`` ask for it), the ASM gate exponent ``stroke`` (None = as trained)."""
         planned = johnson.plan_net(self.name, self.net, content, style, self.bf16, tile,
                                    max_memory, align=16, margin=TILE_MARGIN, feather=TILE_FEATHER,
                                    call=lambda x: self._run(x, style, None))
         if planned is not None:
-            out = run_tiled(self, content, style, stroke, planned,
-                            johnson._tile_events(self.name, callback, clock))
-            emit(callback, Progress(self.name, "done", 1, 1, size=tuple(content.shape[-2:]),
-                                    elapsed=clock()))
-            return out
-        x, (h, w) = pad16(content.to(self.device) * 2 - 1)
-        if torch.is_tensor(stroke):
-            stroke, _ = pad16(stroke.to(self.device))
-            stroke = stroke.clamp_min(1e-3)
-        with torch.no_grad(), autocast(self.device, self.bf16):
-            y = self.net(x, style.to(self.device), stroke)
-        out = ((y.float()[..., :h, :w] + 1) / 2).clamp(0, 1).cpu()
-        emit(callback, Progress(self.name, "done", 1, 1, size=(h, w), elapsed=clock()))
-        return out
+            return run_tiled(self, content, style, stroke, planned,
+                             johnson._tile_events(self.name, callback, clock))
+        return self._run(content, style, stroke).cpu()
 
 
 # ------------------------------------------------------------------------------ large images
