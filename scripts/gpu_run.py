@@ -65,7 +65,8 @@ QUICK = {"gatys": {"steps": 3}, "analogy": {"iterations": 1, "deconv_steps": 0}}
 
 # trainers that take --device (classifier and texture-judge fit on CPU features)
 FEED_FORWARD = ("adain", "wct", "linear", "sanet", "etnet", "distill", "johnson", "cin", "asma",
-                "avatar", "aams", "totalst", "efanet", "fcs", "styleaware", "metastyle", "ctb")
+                "avatar", "aams", "totalst", "efanet", "fcs", "styleaware", "metastyle", "ctb",
+                "tpfr")
 TINY_TRAINERS = ("adain", "johnson")
 # paper-like settings beyond each trainer's defaults (its defaults are the paper's otherwise)
 PAPER = {"sanet": ["--batch", "5"], "johnson": ["--width", "1.0"], "cin": ["--width", "1.0"],
@@ -87,6 +88,8 @@ TINY = {"adain": ["--width", "0.03125"],
         "aams": ["--width", "0.03125", "--inner", "4"],
         "totalst": ["--width", "0.0625", "--init", "none"],
         "efanet": ["--width", "0.0625", "--init", "none", "--dim", "4", "--hidden", "8"],
+        "tpfr": ["--width", "0.0625", "--init", "none", "--content-dim", "4", "--style-dim",
+                 "4", "--att-dim", "4", "--d-width", "4"],
         "fcs": ["--blocks", "2", "--width", "4"],
         "styleaware": ["--min-images", "2", "--width", "4", "--n-down", "2", "--n-res", "1",
                        "--d-width", "4", "--d-layers", "3", "--warmup", "0"],

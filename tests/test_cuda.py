@@ -50,6 +50,8 @@ CASES = {
     "totalst": ({}, 2 * GREY, 0.1),
     # an affine map of the content features from learned layers on both images' statistics
     "efanet": ({}, GREY, 0.02),
+    # k-nearest-neighbour recombination: a near tie may pick another neighbour
+    "tpfr": ({}, 2 * GREY, 0.3),
     # nearest-patch choices: a near tie may pick another patch, changing a few pixels a lot
     "styleswap": ({}, 2 * GREY, 0.3),
     "avatar": ({}, 2 * GREY, 0.3),

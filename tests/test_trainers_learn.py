@@ -65,6 +65,7 @@ def test_every_trainer_is_covered():
                "fcs",  # tests/test_fcs.py
                "styleaware",  # tests/test_styleaware.py
                "metastyle",  # tests/test_metastyle.py
+               "tpfr",  # tests/test_tpfr.py
                "ctb"}  # tests/test_ctb.py
     assert set(TRAINERS) == covered
 

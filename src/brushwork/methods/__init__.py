@@ -26,6 +26,7 @@ from .fcs import FCS
 from .ctb import CTB
 from .styleaware import StyleAware
 from .metastyle import MetaStyle
+from .tpfr import TPFR
 
 METHODS = {
     "gatys": Gatys,
@@ -49,6 +50,7 @@ METHODS = {
     "ctb": CTB,
     "styleaware": StyleAware,
     "metastyle": MetaStyle,
+    "tpfr": TPFR,
 }
 
 

@@ -13,6 +13,7 @@ from . import fcs
 from . import ctb
 from . import styleaware
 from . import metastyle
+from . import tpfr
 
 TRAINERS = {
     "adain": adain,
@@ -34,4 +35,5 @@ TRAINERS = {
     "ctb": ctb,
     "styleaware": styleaware,
     "metastyle": metastyle,
+    "tpfr": tpfr,
 }
