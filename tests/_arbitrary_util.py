@@ -181,6 +181,28 @@ def skimage_photo(name: str, size) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)[None].float() / 255
 
 
+def check_shipped_on_a_photo(make, file: str, err_max: float = 0.15, reconstruct=False):
+    """The shipped ``file`` (skipped when absent) through ``make()`` on two scikit-image
+    photos: a lively output of the photo's shape, and a strength-0 result (``reconstruct``:
+    the method's ``reconstruct``) within ``err_max`` of the photo and closer to it than the
+    stylisation. Returns (method, photo, that error)."""
+    import pytest
+    from brushwork.errors import BrushworkError
+    try:
+        weights_io.resolve_weights(None, file, "")
+    except BrushworkError:
+        pytest.skip(f"{file} is not shipped")
+    m = make()
+    content, style = skimage_photo("chelsea", (64, 48)), skimage_photo("coffee", (64, 48))
+    out = m.stylize(content, [style])
+    assert out.shape == content.shape and float(out.std()) > 0.05
+    zero = m.reconstruct(content) if reconstruct else \
+        m.stylize(content, [style], controls={"strength": 0.0})
+    err = float((zero - content).abs().mean())
+    assert err < err_max and float((out - content).abs().mean()) > err
+    return m, content, err
+
+
 def write_png(path, t: torch.Tensor):
     """Save a (1, 3, h, w) image in [0, 1] as an 8-bit PNG; returns the path."""
     import numpy as np

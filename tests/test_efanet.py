@@ -13,7 +13,7 @@ from brushwork.methods import feedforward as ff
 from brushwork.methods.efanet import EFANet, ExchangeBlock, code_covariance, whitening_loss
 from brushwork.train import efanet as trainer
 
-from _arbitrary_util import (check_resume_and_export, cli_pair, skimage_photo, trainer_args,
+from _arbitrary_util import (check_shipped_on_a_photo, check_resume_and_export, cli_pair, trainer_args,
                              assert_cli_refused, assert_pinned_tiny, check_weights_and_masks,
                              image, lively, save_tiny, training_folders)
 
@@ -179,17 +179,7 @@ def test_bad_level_metadata_is_refused(tmp_path):
 
 
 def test_shipped_weights_run_on_a_photo():
-    try:
-        resolve_weights(None, "efanet_vgg.safetensors", "")
-    except BrushworkError:
-        pytest.skip("efanet_vgg.safetensors is not shipped")
-    m = EFANet(bf16=False)
-    content, style = skimage_photo("chelsea", (64, 48)), skimage_photo("coffee", (64, 48))
-    out = m.stylize(content, [style])
-    assert out.shape == content.shape and float(out.std()) > 0.05
-    zero = m.stylize(content, [style], controls={"strength": 0.0})
-    err = float((zero - content).abs().mean())
-    assert err < 0.15 and float((out - content).abs().mean()) > err
+    check_shipped_on_a_photo(lambda: EFANet(bf16=False), "efanet_vgg.safetensors")
 
 
 # ----------------------------------------------------------------------------- the trainer

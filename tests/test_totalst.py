@@ -15,7 +15,7 @@ from brushwork.methods import totalst as T
 from brushwork.methods.totalst import TotalDecoder, TotalST
 from brushwork.train import totalst as trainer
 
-from _arbitrary_util import (check_resume_and_export, cli_pair, skimage_photo, trainer_args,
+from _arbitrary_util import (check_shipped_on_a_photo, check_resume_and_export, cli_pair, trainer_args,
                              assert_cli_refused, assert_pinned_tiny,
                              assert_strength_zero_is_reconstruction, check_weights_and_masks,
                              image, lively, save_tiny, training_folders)
@@ -179,16 +179,7 @@ def test_weight_file_for_another_method_is_refused(tmp_path):
 
 
 def test_shipped_weights_run_on_a_photo():
-    try:
-        resolve_weights(None, T.DEFAULT_FILE, T.TRAIN_HINT)
-    except BrushworkError:
-        pytest.skip("no shipped totalst_vgg.safetensors")
-    m = TotalST(bf16=False)
-    content, style = skimage_photo("chelsea", (64, 48)), skimage_photo("coffee", (64, 48))
-    out = m.stylize(content, [style])
-    assert out.shape == content.shape and float(out.std()) > 0.05
-    err = float((m.reconstruct(content) - content).abs().mean())
-    assert err < 0.2 and float((out - content).abs().mean()) > err
+    check_shipped_on_a_photo(lambda: TotalST(bf16=False), T.DEFAULT_FILE, 0.2, reconstruct=True)
 
 
 # ----------------------------------------------------------------------------- the trainer

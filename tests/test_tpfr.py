@@ -7,12 +7,12 @@ from PIL import Image
 
 from brushwork.cli import main
 from brushwork.core import blocks
-from brushwork.core.weights import load_weights, prefixed_state, resolve_weights, save_weights
+from brushwork.core.weights import load_weights, prefixed_state, save_weights
 from brushwork.errors import BrushworkError, ControlError
 from brushwork.methods.tpfr import TPFR, PeerRecombination, Projection, gather_rows, knn, split
 from brushwork.train import tpfr as trainer
 
-from _arbitrary_util import (check_resume_and_export, cli_pair, skimage_photo, trainer_args,
+from _arbitrary_util import (check_shipped_on_a_photo, check_resume_and_export, cli_pair, trainer_args,
                              assert_cli_refused, assert_pinned_tiny,
                              assert_strength_zero_is_reconstruction, check_weights_and_masks,
                              image, lively, save_tiny, training_folders)
@@ -199,10 +199,7 @@ def test_neighbours_change_the_output_and_zero_is_refused(model):
 def test_two_styles_by_weights_and_by_masks(model):
     content = image(40, 48, 0)
     s1, s2 = image(32, 40, 1), image(40, 32, 5)
-    left = check_weights_and_masks(model, content, s1, s2)
-    full = torch.ones_like(left)
-    only1 = model.stylize(content, [s1, s2], controls={"masks": [full, 0 * full]})
-    torch.testing.assert_close(only1, model.stylize(content, [s1]), atol=1e-5, rtol=0)
+    check_weights_and_masks(model, content, s1, s2, full_mask=True)
 
 
 def test_tile_by_tile_runs(model):
@@ -232,17 +229,7 @@ def test_bad_metadata_is_refused(tmp_path):
 
 
 def test_shipped_weights_run_on_a_photo():
-    try:
-        resolve_weights(None, "tpfr_vgg.safetensors", "")
-    except BrushworkError:
-        pytest.skip("tpfr_vgg.safetensors is not shipped")
-    m = TPFR(bf16=False)
-    content, style = skimage_photo("chelsea", (64, 48)), skimage_photo("coffee", (64, 48))
-    out = m.stylize(content, [style])
-    assert out.shape == content.shape and float(out.std()) > 0.05
-    zero = m.stylize(content, [style], controls={"strength": 0.0})
-    err = float((zero - content).abs().mean())
-    assert err < 0.15 and float((out - content).abs().mean()) > err
+    check_shipped_on_a_photo(lambda: TPFR(bf16=False), "tpfr_vgg.safetensors")
 
 
 # ----------------------------------------------------------------------------- the trainer

@@ -43,7 +43,7 @@ from ..errors import BrushworkError
 from ..methods import feedforward as ff
 from ..methods.tpfr import PeerRecombination, Projection, split
 from . import common as training
-from .loops import init_decoder, paired_sampler
+from .loops import fixed_styles, init_decoder, paired_sampler
 
 INIT_FILES = {3: "adain_vgg.safetensors", 4: "wct_vgg.safetensors"}
 INIT_HINT = "pass --init PATH (a wct or adain weight file) or --init none"
@@ -257,8 +257,7 @@ def run(args, callback=None) -> Path:
     w = loss_weights(config)
     pairs = paired_sampler(contents, styles, args, start=step)
     fixed = training.sample_batch(contents, args.size, 4, training.step_generator(args.seed, 0, 9))
-    fixed_s = training.sample_batch(styles, args.size, 4,
-                                    training.step_generator(args.seed, 0, 10))
+    fixed_s = fixed_styles(styles, args)
     clock, t0 = Clock(), step
     parts = {}
     while step < args.steps:
