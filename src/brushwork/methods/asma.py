@@ -341,8 +341,8 @@ def frozen_asm_forward(asm: AnisotropicStrokeModule, frozen: tiling.FrozenNorms)
 def run_tiled(model: "Asma", content: torch.Tensor, style: torch.Tensor, stroke, planned,
               on_tile=None) -> torch.Tensor:
     """The generator over ``content`` tile by tile (tiles of 16 px multiples) with the
-    thumbnail's norm statistics and stroke gates; ``stroke``: None, a number or a (1, 1, H, W)
-    exponent map (read per tile). Returns (1, 3, H, W) in [0, 1] on the CPU."""
+    thumbnail's norm statistics and stroke gates; ``stroke``: None (as trained) or the gate
+    exponent. Returns (1, 3, H, W) in [0, 1] on the CPU."""
     side, margin, feather = planned
     h, w = content.shape[-2:]
     grid = tiling.tile_grid(-(-h // 16) * 16, -(-w // 16) * 16, side, margin=margin,
@@ -350,17 +350,9 @@ def run_tiled(model: "Asma", content: torch.Tensor, style: torch.Tensor, stroke,
     net = model.net
     frozen = tiling.FrozenNorms(net, {net.asm: lambda fz: frozen_asm_forward(net.asm, fz)})
     content = content.to(model.device)
-    if torch.is_tensor(stroke):
-        stroke = stroke.to(model.device).clamp_min(1e-3)
 
     def fn(x, t):
-        s = stroke
-        if torch.is_tensor(s):
-            s = tiling.thumbnail(s) if t is None else tiling.read_window(s, t.y0, t.y1, t.x0,
-                                                                           t.x1)
-            if t is None:
-                s, _ = pad16(s)
-        return model._run(x, style, s)
+        return model._run(x, style, stroke)
 
     if on_tile is not None:
         on_tile(0, len(grid), f"{len(grid)} tiles of {side} px")
