@@ -254,7 +254,9 @@ def test_trainer_runs_two_steps_resumes_and_its_file_loads(tmp_path):
 @pytest.mark.parametrize("extra,message", [
     (("--steps", 1, "--levels", 0), "--levels"), (("--steps", 1, "--iterations", 0), "--iterations"),
     (("--steps", 1, "--size", 36), "multiple of 8"),
-    (("--steps", 1, "--exclude", "/nonexistent/list.txt"), "--exclude")])
+    (("--steps", 1, "--exclude", "/nonexistent/list.txt"), "--exclude"),
+    (("--steps", 1, "--cov-weight", -1), "--cov-weight"),
+    (("--steps", 1, "--init", "/nonexistent/etnet.safetensors"), "not found")])
 def test_trainer_refuses_bad_arguments(tmp_path, extra, message):
     with pytest.raises(BrushworkError, match=message):
         TRAINERS["etnet"].run(_train_args(tmp_path, *extra))
@@ -279,6 +281,36 @@ def test_the_training_loss_falls():
         loss.backward()
         opt.step()
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_cov_and_over_base_terms_known_values_and_init(tmp_path):
+    """The covariance ratio of the photo itself is 1 and of the painting 0; the hinge over the
+    base's content distance is 0 while the network returns the base (a fresh network's head
+    is zero) and positive once the result moves further from the photo; ``--init`` loads a
+    weight file's network."""
+    from brushwork.train.etnet import content_distance, cov_ratio, etnet_losses, init_network
+    fc, fs = torch.rand(2, 8, 6, 5), torch.rand(2, 8, 6, 5) * 2
+    assert float(cov_ratio(fc, fs, fc)) == pytest.approx(1.0)
+    assert float(cov_ratio(fs, fs, fc)) == pytest.approx(0.0, abs=1e-12)
+    assert content_distance(fc, fc).tolist() == [0.0, 0.0]
+    content, style = seeded_images(1), seeded_images(2)
+    base = content * 0.5 + style * 0.5
+    vgg = VGG19(last_layer="relu4_1")
+    torch.manual_seed(0)
+    net = E.ErrorTransition(0.25)
+    parts = etnet_losses(net, vgg, base, content, style, 2, 1, 1.0, 1.0, 1.0, 1.0)[1]
+    assert parts["over_base"] == 0.0 and parts["cov"] > 0
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    assert etnet_losses(net, vgg, base, content, style, 2, 1, 1.0, 1.0, 1.0, 1.0)[1]["over_base"] > 0
+    save_weights(prefixed_state("etnet", net), tmp_path / "n.safetensors")
+    fresh = E.ErrorTransition(0.25)
+    init_network(fresh, str(tmp_path / "n.safetensors"))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),
+                                                 net.state_dict().values()))
+    with pytest.raises(BrushworkError, match="do not match"):
+        init_network(E.ErrorTransition(0.5), str(tmp_path / "n.safetensors"))
 
 
 # ---------------------------------------------------------------------------------- the CLI

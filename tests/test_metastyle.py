@@ -286,7 +286,9 @@ def test_adapt_writes_a_file_metastyle_runs_with_a_pinned_output(adapted, tiny_i
     torch.testing.assert_close(m.stylize(content), y)
     got = y[0, :, 20, 20:24].flatten()
     expected = torch.tensor(PINNED)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+    # three Adam steps carry the last-bit differences between CPU kernels (AVX2 and AVX-512
+    # sum in other orders) into the weights: a few thousandths
+    torch.testing.assert_close(got, expected, atol=6e-3, rtol=0)
     # the same net as johnson's: same architecture, same output as the plain network
     net = TransformerNet(0.125, 1, 1)
     net.load_state_dict({k[4:]: v for k, v in state.items()})

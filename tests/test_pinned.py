@@ -98,8 +98,13 @@ def test_pinned_output(case, controls, options, mean, expected):
                             method_options=options, **controls)
     a = np.asarray(out).astype(np.float32) / 255
     assert a.shape == (48, 64, 3)
-    np.testing.assert_allclose(a[20:23, 30:33, :].reshape(-1), expected, atol=2e-3)
-    assert abs(float(a.mean()) - mean) < 1e-4
+    # the optimisation methods (L-BFGS steps, PatchMatch searches) carry the last-bit
+    # differences between CPU kernels (AVX2 and AVX-512 sum in other orders) into a grey level
+    # now and then; one step of a single-pass method does not
+    iterative = method in ("gatys", "analogy")
+    np.testing.assert_allclose(a[20:23, 30:33, :].reshape(-1), expected,
+                               atol=1.5 / 255 if iterative else 2e-3)
+    assert abs(float(a.mean()) - mean) < (5e-4 if iterative else 1e-4)
 
 
 def test_pinned_vgg19_features():

@@ -9,6 +9,13 @@ photo's own Gram distance to the painting (so every layer and every pair counts 
 term is the benchmark's Gram ratio). Gradients are clipped to a global norm of ``--clip``
 (1, as in the paper). ``--exclude FILE`` leaves out the images named in FILE (one file name per
 line), e.g. a benchmark's held-out photos.
+
+Ours, beside the paper's loss: ``--cov-weight`` adds mean/covariance terms at the same layers,
+each divided by the photo's own distance to the painting (as the Gram terms; the covariance is
+what the Frechet distance of the benchmarks measures, the Gram matrix mixes it with the mean),
+and ``--base-content-weight`` a hinge on each pair's content distance above the base's own
+(the refinement pays for its style gain with as little extra content distance as it can).
+``--init FILE`` starts the network from an etnet weight file (a path or the shipped file).
 """
 from __future__ import annotations
 
@@ -20,10 +27,12 @@ from ..core import stats as S
 from ..core.losses import relative_mse
 from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
-from ..core.weights import prefixed_state, save_weights
+from ..core.weights import (load_prefixed, load_weights, prefixed_state, resolve_weights,
+                            save_weights)
 from ..errors import BrushworkError
 from ..methods import get_method
-from ..methods.etnet import BASES, ErrorTransition, gaussian_pyramid, make_targets, refine
+from ..methods.etnet import (BASES, DEFAULT_FILE, TRAIN_HINT, ErrorTransition,
+                             gaussian_pyramid, make_targets, refine)
 from . import common as training
 
 CONTENT_LAYER = "relu4_1"
@@ -51,6 +60,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--exclude", action="append", default=[], metavar="FILE",
                         help="a text file of image file names (one per line) to leave out of "
                              "--content and --styles; repeatable")
+    parser.add_argument("--cov-weight", type=float, default=0.0,
+                        help="ours: weight of mean/covariance terms beside the Gram terms (each "
+                             "a ratio to the photo's own distance to the painting)")
+    parser.add_argument("--base-content-weight", type=float, default=0.0,
+                        help="ours: weight of a hinge on each pair's relu4_1 content distance "
+                             "above the base result's own (0 = off)")
+    parser.add_argument("--init", default=None, metavar="WEIGHTS",
+                        help="start the network from an etnet weight file (a path or the "
+                             "shipped file name) of the same --width")
     parser.add_argument("--fp16", action="store_true", help="store the final weights as fp16")
 
 
@@ -76,8 +94,24 @@ def gram_ratio(fo: torch.Tensor, fs: torch.Tensor, fc: torch.Tensor) -> torch.Te
     return (num / den).mean()
 
 
+def cov_ratio(fo: torch.Tensor, fs: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the mean/covariance distance to the style, |m(out) - m(style)|^2
+    + |C(out) - C(style)|^2, divided by the photo's own (a constant)."""
+    def dist(f):
+        (m, c), (ms, cs) = S.mean_cov(f.float()), S.mean_cov(fs.float())
+        return (m - ms).pow(2).sum(1) + (c - cs).pow(2).sum((1, 2))
+    return (dist(fo) / dist(fc).clamp_min(1e-12).detach()).mean()
+
+
+def content_distance(fo: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
+    """Each sample's |F(out) - F(photo)|^2 / |F(photo)|^2, shape (N,)."""
+    dims = tuple(range(1, fo.dim()))
+    return (fo.float() - fc.float()).pow(2).sum(dims) / fc.float().pow(2).sum(dims).clamp_min(1e-12)
+
+
 def etnet_losses(net, vgg, base, content, style, levels: int, iterations: int,
-                 content_weight: float, style_weight: float):
+                 content_weight: float, style_weight: float, cov_weight: float = 0.0,
+                 base_content_weight: float = 0.0):
     """(total, {term: value}, refined image) for one batch: the refinement of ``base`` on
     ``levels`` pyramid levels, and the pyramid loss of the result."""
     layers = sorted({CONTENT_LAYER, *STYLE_LAYERS})
@@ -85,21 +119,41 @@ def etnet_losses(net, vgg, base, content, style, levels: int, iterations: int,
     with torch.no_grad():
         cf = [vgg(x, layers) for x in cpyr]
         sf = [vgg(x, layers) for x in spyr]
+        bf = ([vgg(x.clamp(0, 1), [CONTENT_LAYER]) for x in gaussian_pyramid(base, levels)]
+              if base_content_weight else None)
     targets = {k: make_targets(cf[k], [sf[k]], [1.0]) for k in range(levels)}
     out = refine(net, vgg, base, targets, list(range(levels)), iterations)
-    lc = ls = 0.0
+    lc = ls = lv = lb = 0.0
     for k, x in enumerate(gaussian_pyramid(out, levels)):
         fo = vgg(x.clamp(0, 1), layers)
         lc = lc + relative_mse(fo[CONTENT_LAYER], cf[k][CONTENT_LAYER])
         ls = ls + sum(gram_ratio(fo[l], sf[k][l], cf[k][l])
                       for l in STYLE_LAYERS) / len(STYLE_LAYERS)
-    total = content_weight * lc + style_weight * ls
-    parts = {"content": float(lc.detach()), "style": float(ls.detach()),
-             "total": float(total.detach())}
+        if cov_weight:
+            lv = lv + sum(cov_ratio(fo[l], sf[k][l], cf[k][l])
+                          for l in STYLE_LAYERS) / len(STYLE_LAYERS)
+        if base_content_weight:
+            d_out = content_distance(fo[CONTENT_LAYER], cf[k][CONTENT_LAYER])
+            d_base = content_distance(bf[k][CONTENT_LAYER], cf[k][CONTENT_LAYER])
+            lb = lb + torch.relu(d_out / d_base.clamp_min(1e-6) - 1).mean()
+    total = content_weight * lc + style_weight * ls + cov_weight * lv + base_content_weight * lb
+    parts = {"content": float(lc.detach()), "style": float(ls.detach())}
+    if cov_weight:
+        parts["cov"] = float(lv.detach())
+    if base_content_weight:
+        parts["over_base"] = float(lb.detach())
+    parts["total"] = float(total.detach())
     return total, parts, out
 
 
 # -------------------------------------------------------------------------------------- run
+def init_network(net: ErrorTransition, weights) -> None:
+    """``--init``: the network's weights from an etnet weight file."""
+    path = resolve_weights(weights, DEFAULT_FILE, TRAIN_HINT)
+    state, _ = load_weights(path)
+    load_prefixed(net, "etnet", state, str(path))
+
+
 def check_arguments(args) -> None:
     if args.levels < 1 or args.levels > 6:
         raise BrushworkError("--levels must be 1..6")
@@ -109,6 +163,8 @@ def check_arguments(args) -> None:
         raise BrushworkError("--width must be positive")
     if args.clip < 0:
         raise BrushworkError("--clip must be 0 (off) or positive")
+    if args.cov_weight < 0 or args.base_content_weight < 0:
+        raise BrushworkError("--cov-weight and --base-content-weight must be 0 or positive")
     mult = 4 << (args.levels - 1)
     if args.size % mult or args.size // (1 << (args.levels - 1)) < 16:
         raise BrushworkError(f"--size {args.size}: with --levels {args.levels} use a multiple "
@@ -122,7 +178,10 @@ def run(args, callback=None) -> Path:
     contents, styles = load_data(args)
     base = get_method(args.base)(device=device, bf16=bf16)
     vgg = VGG19(device=device, autocast=bf16, last_layer="relu4_1")
-    net = ErrorTransition(args.width).to(device)
+    net = ErrorTransition(args.width)
+    if args.init and not args.resume:
+        init_network(net, args.init)
+    net.to(device)
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     ckpt = training.checkpoint_path(args)
     config = {k: v for k, v in vars(args).items() if k != "func"}
@@ -141,7 +200,8 @@ def run(args, callback=None) -> Path:
         content, style = next(c_iter).to(device), next(s_iter).to(device)
         b = base_outputs(base, content, style)
         total, losses, _ = etnet_losses(net, vgg, b, content, style, args.levels,
-                                        args.iterations, args.content_weight, args.style_weight)
+                                        args.iterations, args.content_weight, args.style_weight,
+                                        args.cov_weight, args.base_content_weight)
         opt.zero_grad(set_to_none=True)
         total.backward()
         if args.clip:
