@@ -233,7 +233,10 @@ def main() -> int:
             jobs = {}
             for name, src in trees.items():
                 out = os.path.join(tmp, f"{abs(hash(name))}.png")
-                cmd = bw + ["stylize", str(photo), "-s", str(painting), "-m", "adain",
+                # an older tree runs as `python -m brushwork` (its own __main__: the console
+                # script names this tree's entry point)
+                prog = bw if src == REPO_SRC else [sys.executable, "-m", "brushwork"]
+                cmd = prog + ["stylize", str(photo), "-s", str(painting), "-m", "adain",
                             "--encoder", "small", "--size", size, "-o", out, "-q"]
                 jobs[name] = lambda cmd=cmd, src=src: run.wall(cmd, src)
             peer_cmd = peer + ["stylize", str(photo), "--style-image", str(painting),

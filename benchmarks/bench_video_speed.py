@@ -93,8 +93,7 @@ def env_for(src: str | None) -> dict:
     return env
 
 
-BRUSHWORK = [sys.executable, "-c", "import sys; from brushwork.cli import main; "
-             "sys.exit(main())"]
+BRUSHWORK = [sys.executable, "-m", "brushwork"]  # the program as installed: the tree's own __main__
 
 
 def stage_child(args) -> None:

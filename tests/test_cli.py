@@ -169,3 +169,38 @@ def test_progress_lines_when_not_a_terminal(capsys):
     quiet = ProgressBar(enabled=False, tty=False, every=0)
     quiet(Progress("adain", "train", step=1, total=1))
     assert capsys.readouterr().err == ""
+
+
+_ENTRY = """
+import atexit, sys, threading, time
+import torch  # the quick exit applies to processes that loaded PyTorch
+import brushwork.cli as cli
+path, mode = sys.argv[1], sys.argv[2]
+def fake_main():
+    if mode == "atexit":
+        atexit.register(lambda: open(path, "w").write("exit handler ran"))
+    else:  # a worker thread still writing when the command returns
+        def late():
+            time.sleep(0.5)
+            open(path, "w").write("thread finished")
+        threading.Thread(target=late).start()
+    print("said before the exit", flush=False)
+    return 3
+cli.main = fake_main
+cli.entry()
+raise SystemExit("entry() returned")
+"""
+
+
+@pytest.mark.parametrize("mode,written", [("atexit", "exit handler ran"),
+                                          ("thread", "thread finished")])
+def test_entry_keeps_the_exit_code_output_exit_handlers_and_threads(tmp_path, mode, written):
+    """The program's quick exit (no interpreter teardown) still flushes what the command
+    printed, runs the exit handlers, waits for a thread still at work and exits with the
+    command's code."""
+    path = tmp_path / "mark.txt"
+    r = subprocess.run([sys.executable, "-c", _ENTRY, str(path), mode], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "said before the exit\n"
+    assert path.read_text() == written
