@@ -12,7 +12,7 @@
 
 Inputs are scikit-image's 512x512 'astronaut' photo and the studio's bundled 'swirls' style.
 
-    python benchmarks/bench_studio.py --repeat 5 --steps 5
+    python benchmarks/bench_studio.py --repeat 5 --steps 12
 """
 from __future__ import annotations
 
@@ -82,7 +82,8 @@ def upload_to_result(base, content, style, size) -> float:
 
 
 def preview_intervals(base, content, style, size, steps):
-    """[(seconds since the previous preview, scale message, step)] of a gatys job."""
+    """[(seconds since the previous preview, scale message, step)] of a gatys job: a preview
+    is new when the job's ``preview_url`` changes, which it does with each new image."""
     jid = post_job(base, {"method": "gatys", "size": str(size),
                           "controls": json.dumps({"steps": steps, "tol": 0})},
                    [("content", "astronaut.png", content), ("style", "swirls.png", style)])

@@ -256,6 +256,12 @@ def test_gatys_streams_progress_and_previews(studio, content_png, style_png):
     assert any(0 < s < 20 for s in steps)  # progress arrived while it ran
     assert steps == sorted(steps)
     assert any(d["preview_url"] for k, d in stream if d["state"] == "running")
+    # the preview URL names the preview image (gatys makes one at its first step, every 10
+    # steps and every 2 s), not each progress event; the done job's URL is a new one
+    urls = [d["preview_url"] for k, d in stream if d["state"] == "running" and d["preview_url"]]
+    counts = {int(u.rsplit("?n=", 1)[1]) for u in urls}
+    assert counts and counts <= set(range(1, 21)) and len(counts) == len(set(urls))
+    assert stream[-1][1]["preview_url"].endswith("&done=1")
     running = [d for k, d in stream if d["state"] == "running" and d["progress"]["step"]]
     assert all(d["progress"]["total"] == 20 for d in running)
     assert any(d["progress"]["eta"] is not None for d in running)

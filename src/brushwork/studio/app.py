@@ -234,7 +234,10 @@ class Studio:
              "preview_url": None, "result_url": None, "recipe_url": None,
              "events_url": f"{base}/events"}
         if previews or row["state"] == "done":
-            v["preview_url"] = f"{base}/preview?v={version}"
+            # the URL changes with each new preview image (and once more when the job is
+            # done), so a page fetches an image only when there is a new one
+            v["preview_url"] = (f"{base}/preview?n={previews}"
+                                + ("&done=1" if row["state"] == "done" else ""))
         if row["state"] == "done":
             v["result_url"] = f"{base}/result"
             v["recipe_url"] = f"{base}/recipe"
