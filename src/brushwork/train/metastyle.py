@@ -22,6 +22,11 @@ loss at relu1_2..relu4_3, total variation), and one inner step is exactly one st
 `brushwork train johnson` (same loss, same optimiser, same crops), so the adaptation is
 johnson's training started from the learned initialisation instead of from random weights.
 
+Ours: ``--pretrain-steps N`` first trains the initialisation for N steps of johnson's
+training with the style weight at 0 (content and total variation only), so that
+meta-training starts from a network that reproduces photos, a style-neutral start, instead
+of random weights (whose adaptation first has to learn to keep the photo at all).
+
 Simplifications: the first-order outer gradient (no second derivatives through the inner
 steps); a fresh inner Adam per style; one painting per task, its Gram targets taken at
 ``--style-size`` every time the painting is drawn.
@@ -163,6 +168,9 @@ def add_arguments(p) -> None:
     p.add_argument("--tasks", type=int, default=1, help="styles per outer step")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of the content photos held out for the outer loss")
+    p.add_argument("--pretrain-steps", type=int, default=0,
+                   help="ours: johnson steps with the style weight at 0 (the network learns "
+                        "to reproduce photos) before meta-training starts")
     p.add_argument("--steps", type=int, default=2000, help="outer steps")
     p.add_argument("--lr", type=float, default=1e-3, help="outer (meta) learning rate")
     p.add_argument("--inner-lr", type=float, default=1e-3, help="inner (adaptation) learning rate")
@@ -179,6 +187,8 @@ def _check(args) -> None:
             raise BrushworkError(f"--{name.replace('_', '-')} must be at least 1")
     if args.size < 16 or not args.width > 0 or not args.lr > 0 or not args.inner_lr > 0:
         raise BrushworkError("--size must be >= 16, --width, --lr and --inner-lr positive")
+    if args.pretrain_steps < 0:
+        raise BrushworkError("--pretrain-steps must be 0 or more")
     if not 0 < args.val_fraction < 1:
         raise BrushworkError("--val-fraction must be between 0 and 1")
     training.check_out_and_threads(args)
@@ -214,8 +224,31 @@ def _painting(img_u8: torch.Tensor, style_size: int) -> torch.Tensor:
     return resize_long_side(img_u8[None].float() / 255.0, style_size)
 
 
+def pretrain(init: TransformerNet, vgg, args, painting: torch.Tensor, photos, device,
+             callback=None, clock=None) -> dict:
+    """``--pretrain-steps``: johnson's training of ``init`` with the style weight at 0
+    (content and total variation only; ``painting`` only fills the unused style targets), on
+    crops of ``photos`` drawn from their own seeded stream. Returns the last step's log."""
+    targets = PerceptualTargets(vgg, [_painting(painting, args.style_size)])
+    weights = SimpleNamespace(content_weight=args.content_weight, style_weight=0.0,
+                              tv_weight=args.tv_weight)
+    loss_fn = johnson_loss(vgg, targets, weights)
+    opt = inner_optimizer(list(init.parameters()), args.lr)
+    g = training.step_generator(args.seed, 0, stream=5)
+    log = {}
+    for i in range(args.pretrain_steps):
+        x = training.sample_batch(photos, args.size, args.batch, g).to(device)
+        total, log, _ = inner_step(init, opt, loss_fn, x)
+        log = {**log, "total": float(total.detach())}
+        emit(callback, training.train_event(METHOD, 0, args.steps, log,
+                                            clock() if clock else 0.0,
+                                            message=f"pretraining {i + 1}/{args.pretrain_steps}"))
+    return log
+
+
 def init_metadata(net: TransformerNet, args, step: int) -> dict:
     return {"method": INIT_METHOD, "config": json.dumps(net.config()), "steps": str(step),
+            "pretrain_steps": str(getattr(args, "pretrain_steps", 0)),
             "crop": str(args.size), "batch": str(args.batch),
             "inner_steps": str(args.inner_steps), "inner_lr": str(args.inner_lr),
             "tasks": str(args.tasks), "lr": str(args.lr),
@@ -247,6 +280,9 @@ def run(args, callback=None) -> dict:
         step = training.load_checkpoint(ckpt, models={"init": init}, optimizers={"outer": opt},
                                         lr=args.lr)["step"]
     clock, t0, log, skipped = Clock(), step, {}, 0
+    if step == 0 and args.pretrain_steps:
+        init.train()
+        pretrain(init, vgg, args, paintings[0], inner_photos, device, callback, clock)
     make_opt = (lambda ps: inner_optimizer(ps, args.inner_lr))
     init.train()
     fast.train()
@@ -285,7 +321,7 @@ def export(ckpt, out, *, fp16: bool = False, extra_meta: dict | None = None) -> 
         init = TransformerNet(float(cfg["width"]), 1, int(cfg["n_res"]))
         args = SimpleNamespace(**{k: cfg[k] for k in (
             "size", "batch", "inner_steps", "inner_lr", "tasks", "lr", "content_weight",
-            "style_weight", "tv_weight")})
+            "style_weight", "tv_weight")}, pretrain_steps=cfg.get("pretrain_steps", 0))
     except KeyError:
         raise BrushworkError(f"{ckpt}: not a `brushwork train metastyle` checkpoint") from None
     rng = torch.get_rng_state()
