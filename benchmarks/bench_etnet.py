@@ -3,6 +3,7 @@
     python benchmarks/bench_etnet.py [--size 512] [--pairs 5] [--base adain] [--threads 1]
         [--weights FILE] [--rows etnet,etnet:iterations=1,...] [--json out.json]
     python benchmarks/bench_etnet.py --validation ...   # the tuning pairs instead
+    python benchmarks/bench_etnet.py --classic-validation ...   # tuning photos x the other classics
     python benchmarks/bench_etnet.py --list-heldout     # file names to keep out of training
 
 The pairs are the ones ``bench_arbitrary.py`` draws (seed 0: content photos x classic
@@ -70,6 +71,17 @@ def validation_pairs(content_dir: Path, style_dir: Path, paintings_dir: Path):
     return [(contents[i], paintings[j]) for i, j in zip(ci, si)]
 
 
+def classic_validation_pairs(content_dir: Path, style_dir: Path, paintings_dir: Path,
+                             n_bench: int = 5):
+    """The validation photos paired with the classic paintings that the benchmark's first
+    ``n_bench`` pairs do not use (no classic painting is in training): tuning pairs with the
+    benchmark's kind of painting."""
+    used = {s.name for _, s in benchmark_pairs(content_dir, style_dir, n_bench)}
+    rest = [s for s in sorted(Path(style_dir).glob("*.jpg")) if s.name not in used]
+    photos = [c for c, _ in validation_pairs(content_dir, style_dir, paintings_dir)]
+    return list(zip(photos, rest))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=512)
@@ -84,6 +96,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=None, help="an etnet weight file (default: shipped)")
     p.add_argument("--validation", action="store_true",
                    help="score the validation pairs instead of the benchmark's")
+    p.add_argument("--classic-validation", action="store_true",
+                   help="score the validation photos with the classic paintings the "
+                        "benchmark's 5 pairs do not use")
     p.add_argument("--list-heldout", action="store_true",
                    help="print the file names to leave out of training, one per line")
     p.add_argument("--threads", type=int, default=1)
@@ -101,9 +116,14 @@ def main(argv=None) -> int:
         return 0
 
     torch.set_num_threads(args.threads)
-    pairs = (validation_pairs(args.content_dir, args.style_dir, args.paintings_dir)[:args.pairs]
-             if args.validation else benchmark_pairs(args.content_dir, args.style_dir,
-                                                     args.pairs))
+    if args.classic_validation:
+        pairs = classic_validation_pairs(args.content_dir, args.style_dir,
+                                         args.paintings_dir)[:args.pairs]
+    elif args.validation:
+        pairs = validation_pairs(args.content_dir, args.style_dir,
+                                 args.paintings_dir)[:args.pairs]
+    else:
+        pairs = benchmark_pairs(args.content_dir, args.style_dir, args.pairs)
     weights = {"etnet": args.weights} if args.weights else {}
     specs = [args.base]
     for row in filter(None, args.rows.split(",")):
@@ -134,7 +154,8 @@ def main(argv=None) -> int:
         print(json.dumps(row), file=sys.stderr)
 
     base = rows[0]
-    which = "validation" if args.validation else "benchmark"
+    which = ("classic validation" if args.classic_validation else
+             "validation" if args.validation else "benchmark")
     print(f"\n{len(pairs)} {which} pairs at {args.size} px, {args.threads} thread(s), "
           f"{args.clock} time, torch {torch.__version__}")
     print("| method | s / image | content | Gram | mean/std | Frechet | SSIM | content change "

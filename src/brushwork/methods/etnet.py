@@ -64,10 +64,10 @@ BASE = Control("base", "str", "adain",
                "etnet: the method whose result is refined (a feed-forward image-style method)",
                choices=BASES)
 # ``iterations`` is shared with analogy (same kind, default and range): the default 5 is
-# analogy's; etnet takes its own default from its weight file (the shipped file: 1).
+# analogy's; etnet takes its own default from its weight file (the shipped file: 2).
 ITERATIONS = Control("iterations", "int", 5,
                      "etnet: refinement passes per pyramid level (default: the weight file's, "
-                     "1 for the shipped one); analogy: PatchMatch iterations per level "
+                     "2 for the shipped one); analogy: PatchMatch iterations per level "
                      "(default 5)", low=1, high=50)
 
 
