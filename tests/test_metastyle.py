@@ -286,6 +286,11 @@ def test_pretraining_lowers_the_content_loss_and_is_recorded(tmp_path, folders, 
                                                  again.state_dict().values()))
     out = _train(tmp_path, folders, "p", ["--pretrain-steps", "2", "--steps", "1"])
     assert load_weights(out)[1]["pretrain_steps"] == "2"
+    alone = _train(tmp_path, folders, "q", ["--pretrain-steps", "2", "--steps", "0"])
+    assert load_weights(alone)[1]["steps"] == "0"  # the pretrained network, no meta-step
+    assert main(["train", "metastyle", "--styles", str(folders / "styles"), "--content",
+                 str(folders / "content"), "--out", str(tmp_path / "z.safetensors"),
+                 "--steps", "0", "-q"]) == 2
     assert main(["train", "metastyle", "--styles", str(folders / "styles"), "--content",
                  str(folders / "content"), "--out", str(tmp_path / "x.safetensors"),
                  "--pretrain-steps", "-1", "-q"]) == 2

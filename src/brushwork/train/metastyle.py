@@ -183,8 +183,11 @@ def add_arguments(p) -> None:
 
 def _check(args) -> None:
     for name in ("size", "batch", "steps", "style_size", "inner_steps", "tasks", "n_res"):
-        if getattr(args, name) < 1:
-            raise BrushworkError(f"--{name.replace('_', '-')} must be at least 1")
+        if getattr(args, name) < 1 and not (name == "steps" and args.steps == 0
+                                            and args.pretrain_steps > 0):
+            hint = (" (0 with --pretrain-steps: the pretrained network alone)"
+                    if name == "steps" else "")
+            raise BrushworkError(f"--{name.replace('_', '-')} must be at least 1{hint}")
     if args.size < 16 or not args.width > 0 or not args.lr > 0 or not args.inner_lr > 0:
         raise BrushworkError("--size must be >= 16, --width, --lr and --inner-lr positive")
     if args.pretrain_steps < 0:
