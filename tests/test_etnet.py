@@ -304,7 +304,8 @@ def test_cov_and_over_base_terms_known_values_and_init(tmp_path):
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.3)
     assert etnet_losses(net, vgg, base, content, style, 2, 1, 1.0, 1.0, 1.0, 1.0)[1]["over_base"] > 0
-    save_weights(prefixed_state("etnet", net), tmp_path / "n.safetensors")
+    save_weights(prefixed_state("etnet", net), tmp_path / "n.safetensors",
+                 metadata={"method": "etnet"})
     fresh = E.ErrorTransition(0.25)
     init_network(fresh, str(tmp_path / "n.safetensors"))
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(),

@@ -27,9 +27,9 @@ from ..core import stats as S
 from ..core.losses import relative_mse
 from ..core.protocol import Clock, emit
 from ..core.vgg import VGG19
-from ..core.weights import (load_prefixed, load_weights, prefixed_state, resolve_weights,
-                            save_weights)
+from ..core.weights import load_prefixed, prefixed_state, save_weights
 from ..errors import BrushworkError
+from ..methods import feedforward as ff
 from ..methods import get_method
 from ..methods.etnet import (BASES, DEFAULT_FILE, TRAIN_HINT, ErrorTransition,
                              gaussian_pyramid, make_targets, refine)
@@ -97,8 +97,10 @@ def gram_ratio(fo: torch.Tensor, fs: torch.Tensor, fc: torch.Tensor) -> torch.Te
 def cov_ratio(fo: torch.Tensor, fs: torch.Tensor, fc: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the mean/covariance distance to the style, |m(out) - m(style)|^2
     + |C(out) - C(style)|^2, divided by the photo's own (a constant)."""
+    ms, cs = S.mean_cov(fs.float())
+
     def dist(f):
-        (m, c), (ms, cs) = S.mean_cov(f.float()), S.mean_cov(fs.float())
+        m, c = S.mean_cov(f.float())
         return (m - ms).pow(2).sum(1) + (c - cs).pow(2).sum((1, 2))
     return (dist(fo) / dist(fc).clamp_min(1e-12).detach()).mean()
 
@@ -148,9 +150,8 @@ def etnet_losses(net, vgg, base, content, style, levels: int, iterations: int,
 
 # -------------------------------------------------------------------------------------- run
 def init_network(net: ErrorTransition, weights) -> None:
-    """``--init``: the network's weights from an etnet weight file."""
-    path = resolve_weights(weights, DEFAULT_FILE, TRAIN_HINT)
-    state, _ = load_weights(path)
+    """``--init``: the network's weights from an etnet weight file (as ``-m etnet`` reads it)."""
+    state, _, path = ff.load_method_weights("etnet", weights, DEFAULT_FILE, TRAIN_HINT)
     load_prefixed(net, "etnet", state, str(path))
 
 

@@ -182,12 +182,12 @@ def add_arguments(p) -> None:
 
 
 def _check(args) -> None:
-    for name in ("size", "batch", "steps", "style_size", "inner_steps", "tasks", "n_res"):
-        if getattr(args, name) < 1 and not (name == "steps" and args.steps == 0
-                                            and args.pretrain_steps > 0):
-            hint = (" (0 with --pretrain-steps: the pretrained network alone)"
-                    if name == "steps" else "")
-            raise BrushworkError(f"--{name.replace('_', '-')} must be at least 1{hint}")
+    for name in ("size", "batch", "style_size", "inner_steps", "tasks", "n_res"):
+        if getattr(args, name) < 1:
+            raise BrushworkError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.steps < (0 if args.pretrain_steps > 0 else 1):
+        raise BrushworkError("--steps must be at least 1 (0 with --pretrain-steps: the "
+                             "pretrained network alone)")
     if args.size < 16 or not args.width > 0 or not args.lr > 0 or not args.inner_lr > 0:
         raise BrushworkError("--size must be >= 16, --width, --lr and --inner-lr positive")
     if args.pretrain_steps < 0:
@@ -251,7 +251,7 @@ def pretrain(init: TransformerNet, vgg, args, painting: torch.Tensor, photos, de
 
 def init_metadata(net: TransformerNet, args, step: int) -> dict:
     return {"method": INIT_METHOD, "config": json.dumps(net.config()), "steps": str(step),
-            "pretrain_steps": str(getattr(args, "pretrain_steps", 0)),
+            "pretrain_steps": str(args.pretrain_steps),
             "crop": str(args.size), "batch": str(args.batch),
             "inner_steps": str(args.inner_steps), "inner_lr": str(args.inner_lr),
             "tasks": str(args.tasks), "lr": str(args.lr),
