@@ -38,8 +38,9 @@ def pick_device(name: str | torch.device | None = None) -> torch.device:
 
 
 def has_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AMX / AVX512-BF16.
-    ``BRUSHWORK_BF16=0`` in the environment turns bf16 off everywhere (exact fp32 results)."""
+    """Whether bf16 autocast is fast here: CUDA with bf16, or a CPU with AMX (AVX512-BF16
+    alone runs bf16 convolutions slower than fp32). ``BRUSHWORK_BF16=0`` in the environment
+    turns bf16 off everywhere (exact fp32 results)."""
     if os.environ.get("BRUSHWORK_BF16", "").strip().lower() in ("0", "off", "no", "false"):
         return False
     if device.type == "cuda":
@@ -51,13 +52,13 @@ def has_bf16(device: torch.device) -> bool:
 
 @lru_cache(maxsize=1)
 def cpu_has_bf16() -> bool:
-    """Whether this CPU has AMX-BF16 or AVX512-BF16 (read once per process)."""
+    """Whether this CPU has AMX-BF16 (read once per process)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()
     except OSError:
         return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return "amx_bf16" in flags
 
 
 def autocast(device: torch.device, enabled: bool = True):

@@ -14,7 +14,7 @@ Speed: with ``channels_last=True`` the convs run in NHWC and, at inference (no g
 float32 on the CPU), each conv and its ReLU run as one fused oneDNN call (its rounding can
 differ from the separate calls' in the last bit); otherwise the ReLU runs in place unless the
 conv's own output was asked for, with the same results as separate calls. bf16 autocast
-(``autocast=True``) suits CPUs with AMX or AVX512-BF16 and CUDA;
+(``autocast=True``) suits CPUs with AMX and CUDA;
 :func:`brushwork.core.device.has_bf16` says where.
 """
 from __future__ import annotations
