@@ -689,7 +689,7 @@ def _region_histogram_loss(sfeat, smask, cmask):
     if not bool(sel.any()):
         return None
     mod = L.HistogramLoss(sfeat, mask=cmask)
-    mod.sorted = sfeat[0].flatten(1)[:, sel].detach().sort(-1).values
+    mod.sorted = S.sort_rows(sfeat[0].flatten(1)[:, sel])
     return mod
 
 

@@ -246,7 +246,7 @@ def _masked_sorted(feat, mask):
     sel = (mask[0, 0] > 0.5).flatten()
     if not sel.any():
         sel = (mask[0, 0] > 0).flatten()
-    return feat.reshape(feat.shape[1], -1)[:, sel].sort(-1).values
+    return S.sort_rows(feat.reshape(feat.shape[1], -1)[:, sel])
 
 
 def rough_pass(enc, painting, composite, region, w, steps, seed, clock, callback, total):
