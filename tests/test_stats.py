@@ -355,3 +355,17 @@ def test_gradcheck_sqrtm_psd():
     base = torch.diag(torch.tensor([1.0, 2.0, 3.5, 5.0], dtype=torch.float64))
     # symmetric, well-conditioned, distinct eigenvalues
     assert torch.autograd.gradcheck(lambda y: S.sqrtm_psd(base + 0.1 * (y @ y.T)), (x,))
+
+
+def test_sort_rows_and_argsort_rows_match_torch_on_relu_maps():
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(2, 5, 300, generator=g))          # ~half exact zeros
+    assert torch.equal(S.sort_rows(x), x.sort(-1).values)
+    order = S.argsort_rows(x)
+    # the zeros (the rows' minimum) in position order, as a stable sort puts them; no other
+    # ties in a continuous draw, so the whole order is the stable sort's
+    assert torch.equal(order, torch.sort(x, stable=True, dim=-1).indices)
+    assert torch.equal(x.gather(-1, order), x.sort(-1).values)
+    shifted = x - 3.0                                              # a negative minimum
+    assert torch.equal(S.argsort_rows(shifted), order)
+    assert torch.equal(S.argsort_rows(x.double()), order)
