@@ -200,6 +200,52 @@ def test_meta_training_lowers_the_held_out_loss_after_adaptation():
     assert last < 0.8 * first, (first, last)
 
 
+def test_reptile_gradient_is_init_minus_the_mean_adapted_weights():
+    init, fast = _net(7), _net(8)
+    tasks = _quadratic_tasks(3)
+    before = [p.detach().clone() for p in init.parameters()]
+    alpha = 0.05
+    sgd = (lambda ps: torch.optim.SGD(ps, lr=alpha))
+    grads, log = M.meta_gradient(init, fast, [t[:3] for t in tasks], sgd, outer="reptile")
+    assert all(torch.equal(a, b) for a, b in zip(init.parameters(), before))  # theta untouched
+    # by hand: each task's SGD inner steps from theta, then theta - mean(theta_s)
+    names = [n for n, _ in init.named_parameters()]
+    adapted = []
+    for _, inner, _, target in tasks:
+        th = {n: p.detach().clone().requires_grad_(True) for n, p in init.named_parameters()}
+        for x in inner:
+            out = torch.func.functional_call(init, th, (x,))
+            g = torch.autograd.grad(F.mse_loss(out, target.expand_as(out)),
+                                    [th[n] for n in names])
+            th = {n: (th[n] - alpha * gi).detach().requires_grad_(True)
+                  for n, gi in zip(names, g)}
+        adapted.append([th[n].detach() for n in names])
+    for i, (g, b) in enumerate(zip(grads, before)):
+        mean = (adapted[0][i] + adapted[1][i]) / 2
+        torch.testing.assert_close(g, b - mean, atol=1e-6, rtol=1e-5)
+    assert log["outer"] > 0 and log["inner"] > 0
+    # a plain step of size 1 puts theta onto the mean adapted weights
+    assert M.apply_gradient(list(init.parameters()), grads,
+                            torch.optim.SGD(list(init.parameters()), lr=1.0))
+    for p, b, g in zip(init.parameters(), before, grads):
+        torch.testing.assert_close(p.detach(), b - g, atol=1e-7, rtol=0)
+    with pytest.raises(BrushworkError, match="unknown outer update"):
+        M.meta_gradient(init, fast, [t[:3] for t in tasks], sgd, outer="second-order")
+
+
+def test_reptile_meta_training_lowers_the_loss_after_adaptation():
+    init, fast = _net(5), _net(6)
+    tasks = [t[:3] for t in _quadratic_tasks(2)]
+    opt = torch.optim.SGD(list(init.parameters()), lr=1.0)
+    make = (lambda ps: M.inner_optimizer(ps, 1e-2))
+    first = M.meta_gradient(init, fast, tasks, make, "reptile")[1]["outer"]
+    for _ in range(15):
+        grads, _ = M.meta_gradient(init, fast, tasks, make, "reptile")
+        assert M.apply_gradient(list(init.parameters()), grads, opt)
+    last = M.meta_gradient(init, fast, tasks, make, "reptile")[1]["outer"]
+    assert last < 0.92 * first, (first, last)   # 0.110 -> 0.096
+
+
 def test_a_non_finite_meta_gradient_is_not_applied():
     net = _net()
     before = [p.detach().clone() for p in net.parameters()]
@@ -219,13 +265,13 @@ def test_photos_split_into_inner_and_held_out():
 
 
 # ------------------------------------------------------------------------------ meta-training
-def _train(tmp_path, folders, name, extra=()):
+def _train(tmp_path, folders, name, extra=(), code=0):
     out = tmp_path / f"{name}.safetensors"
     argv = ["train", "metastyle", "--styles", str(folders / "styles"), "--content",
             str(folders / "content"), "--out", str(out), "--width", "0.125", "--n-res", "1",
             "--size", "32", "--batch", "1", "--inner-steps", "2", "--style-size", "32",
             "--steps", "2", "--checkpoint-every", "1", "--sample-every", "2", "-q", *extra]
-    assert main(argv) == 0
+    assert main(argv) == code
     return out
 
 
@@ -258,6 +304,42 @@ def test_meta_training_is_seeded_and_resumes_exactly(tmp_path, folders):
     with pytest.raises(BrushworkError):
         M.export(tmp_path / "missing.ckpt", tmp_path / "f.safetensors")
     assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_reptile_training_is_seeded_resumes_and_is_recorded(tmp_path, folders):
+    extra = ["--outer", "reptile", "--lr", "0.5"]
+    a = _train(tmp_path, folders, "ra", extra)
+    ta, meta = load_weights(a)
+    assert meta["outer_gradient"] == "reptile" and meta["steps"] == "2"
+    first = _train(tmp_path, folders, "first", [])
+    assert any(not torch.equal(ta[k], load_weights(first)[0][k]) for k in ta)
+    r = tmp_path / "rr.safetensors"
+    _train(tmp_path, folders, "rr", extra + ["--steps", "1"])
+    _train(tmp_path, folders, "rr", extra + ["--resume"])
+    tr, _ = load_weights(r)
+    assert all(torch.equal(ta[k], tr[k]) for k in ta)
+    res = M.export(tmp_path / "ra.ckpt", tmp_path / "re.safetensors")
+    assert res["steps"] == 2 and load_weights(tmp_path / "re.safetensors")[1][
+        "outer_gradient"] == "reptile"
+
+
+def test_meta_training_starts_from_an_init_file(tmp_path, folders):
+    pre = _train(tmp_path, folders, "pre", ["--pretrain-steps", "2", "--steps", "0"])
+    tp, _ = load_weights(pre)
+    net = TransformerNet(0.125, 1, 1)
+    M.start_from(net, pre, "cpu")
+    assert all(torch.equal(tp[f"net.{k}"], v) for k, v in net.state_dict().items())
+    moved = load_weights(_train(tmp_path, folders, "moved", ["--init", str(pre)]))[0]
+    plain = load_weights(_train(tmp_path, folders, "plain", []))[0]
+    # the same seeded tasks from another start: other weights, near the start's
+    assert any(not torch.equal(moved[k], plain[k]) for k in tp)
+    assert sum((moved[k] - tp[k]).abs().sum() for k in tp) < \
+        sum((plain[k] - tp[k]).abs().sum() for k in tp)
+    wide = TransformerNet(0.25, 1, 1)
+    with pytest.raises(BrushworkError, match="is not the one asked for"):
+        M.start_from(wide, pre, "cpu")
+    _train(tmp_path, folders, "wide", ["--init", str(pre), "--width", "0.25"], code=2)
+    assert not (tmp_path / "wide.safetensors").exists()
 
 
 def test_pretraining_lowers_the_content_loss_and_is_recorded(tmp_path, folders, vgg):

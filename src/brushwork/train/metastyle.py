@@ -22,6 +22,12 @@ loss at relu1_2..relu4_3, total variation), and one inner step is exactly one st
 `brushwork train johnson` (same loss, same optimiser, same crops), so the adaptation is
 johnson's training started from the learned initialisation instead of from random weights.
 
+``--outer reptile`` replaces that gradient by Reptile's (Nichol, Achiam & Schulman 2018):
+the initialisation moves a fraction eps (``--lr``) of the way toward the mean adapted
+parameters, theta += eps (mean_s theta_s - theta), a plain step. It needs no held-out
+gradient and takes longer inner runs (``--inner-steps`` 10-30), whose end points carry more of
+each style than 4 steps do.
+
 Ours: ``--pretrain-steps N`` first trains the initialisation for N steps of johnson's
 training with the style weight at 0 (content and total variation only), so that
 meta-training starts from a network that reproduces photos, a style-neutral start, instead
@@ -107,34 +113,56 @@ def inner_optimizer(params, lr: float) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=lr)
 
 
-def meta_gradient(init: TransformerNet, fast: TransformerNet, tasks, make_opt=None):
-    """The first-order meta-gradient of ``init``'s parameters over ``tasks``.
+def adapt_task(init: TransformerNet, fast: TransformerNet, loss_fn, inner, make_opt) -> float:
+    """The inner level of one task: ``fast`` set to ``init``'s parameters, then one
+    :func:`inner_step` per batch of ``inner`` with a fresh ``make_opt(params)`` optimiser.
+    Returns the mean inner loss."""
+    with torch.no_grad():
+        for pf, p in zip(fast.parameters(), init.parameters()):
+            pf.copy_(p)
+    opt = make_opt(list(fast.parameters()))
+    total_sum = 0.0
+    for x in inner:
+        total, _, _ = inner_step(fast, opt, loss_fn, x)
+        total_sum += float(total.detach())
+    return total_sum / max(1, len(inner))
 
-    ``tasks``: (loss_fn, inner batches, validation batch) per style. For each, ``fast`` starts
-    from ``init``'s parameters, takes one :func:`inner_step` per inner batch with a fresh
-    ``make_opt(params)`` optimiser (default :func:`inner_optimizer` at lr 1e-3), and the
-    gradient of its validation loss at the adapted parameters is added to the mean. Returns
-    (the gradients in ``init.parameters()`` order, log of the mean inner / outer losses)."""
+
+def meta_gradient(init: TransformerNet, fast: TransformerNet, tasks, make_opt=None,
+                  outer: str = "first-order"):
+    """The meta-gradient of ``init``'s parameters over ``tasks``.
+
+    ``tasks``: (loss_fn, inner batches, validation batch) per style. For each, ``fast`` is
+    adapted from ``init`` by :func:`adapt_task` (default optimiser :func:`inner_optimizer` at
+    lr 1e-3). ``outer="first-order"`` (first-order MAML): the mean of the gradients of the
+    validation losses at the adapted parameters. ``outer="reptile"`` (Reptile, Nichol et al.
+    2018): the mean of ``init - adapted``, so that a gradient step of size eps moves the
+    initialisation eps of the way toward the mean adapted parameters; the validation loss at
+    the adapted parameters is then only logged. Returns (the gradients in
+    ``init.parameters()`` order, log of the mean inner / outer losses)."""
+    if outer not in ("first-order", "reptile"):
+        raise BrushworkError(f"unknown outer update {outer!r} (first-order or reptile)")
     make_opt = make_opt or (lambda ps: inner_optimizer(ps, 1e-3))
     params = list(init.parameters())
     grads = [torch.zeros_like(p) for p in params]
     inner_sum = outer_sum = 0.0
+    w = 1.0 / max(1, len(tasks))
     for loss_fn, inner, val in tasks:
-        with torch.no_grad():
-            for pf, p in zip(fast.parameters(), params):
-                pf.copy_(p)
-        opt = make_opt(list(fast.parameters()))
-        for x in inner:
-            total, _, _ = inner_step(fast, opt, loss_fn, x)
-            inner_sum += float(total.detach()) / max(1, len(inner))
-        outer, _ = loss_fn(fast, val)
-        g = torch.autograd.grad(outer, list(fast.parameters()), allow_unused=True)
-        for acc, gi in zip(grads, g):
-            if gi is not None:
-                acc.add_(gi.detach(), alpha=1.0 / len(tasks))
-        outer_sum += float(outer.detach())
-    n = max(1, len(tasks))
-    return grads, {"inner": inner_sum / n, "outer": outer_sum / n}
+        inner_sum += adapt_task(init, fast, loss_fn, inner, make_opt)
+        fast_params = list(fast.parameters())
+        if outer == "reptile":
+            with torch.no_grad():
+                loss, _ = loss_fn(fast, val)
+                for acc, p, pf in zip(grads, params, fast_params):
+                    acc.add_(p - pf, alpha=w)
+        else:
+            loss, _ = loss_fn(fast, val)
+            g = torch.autograd.grad(loss, fast_params, allow_unused=True)
+            for acc, gi in zip(grads, g):
+                if gi is not None:
+                    acc.add_(gi.detach(), alpha=w)
+        outer_sum += float(loss.detach())
+    return grads, {"inner": inner_sum * w, "outer": outer_sum * w}
 
 
 def apply_gradient(params, grads, opt: torch.optim.Optimizer) -> bool:
@@ -165,12 +193,21 @@ def add_arguments(p) -> None:
     p.add_argument("--style-size", type=int, default=256, help="long side of each painting")
     p.add_argument("--batch", type=int, default=2, help="content crops per inner step")
     p.add_argument("--inner-steps", type=int, default=4, help="adaptation steps per style (T)")
+    p.add_argument("--outer", choices=("first-order", "reptile"), default="first-order",
+                   help="the outer update: first-order MAML (the held-out loss's gradient at "
+                        "the adapted weights, Adam at --lr) or Reptile (the initialisation "
+                        "moved --lr of the way toward the adapted weights, plain steps; use "
+                        "--lr about 0.1-1 and --inner-steps about 10-30)")
     p.add_argument("--tasks", type=int, default=1, help="styles per outer step")
     p.add_argument("--val-fraction", type=float, default=0.2,
                    help="share of the content photos held out for the outer loss")
     p.add_argument("--pretrain-steps", type=int, default=0,
                    help="ours: johnson steps with the style weight at 0 (the network learns "
                         "to reproduce photos) before meta-training starts")
+    p.add_argument("--init", default=None, metavar="FILE",
+                   help="start from this MetaStyle initialisation (for example a pretrained "
+                        "one written with --pretrain-steps N --steps 0) instead of random "
+                        "weights (with the same --width and --n-res)")
     p.add_argument("--steps", type=int, default=2000, help="outer steps")
     p.add_argument("--lr", type=float, default=1e-3, help="outer (meta) learning rate")
     p.add_argument("--inner-lr", type=float, default=1e-3, help="inner (adaptation) learning rate")
@@ -249,13 +286,23 @@ def pretrain(init: TransformerNet, vgg, args, painting: torch.Tensor, photos, de
     return log
 
 
+def start_from(init: TransformerNet, path, device) -> None:
+    """Load the MetaStyle initialisation file ``path`` into ``init`` (the same network
+    shape)."""
+    net, _, path = load_init(path, device)
+    if net.config() != init.config():
+        raise BrushworkError(f"--init {path}: its network ({net.config()}) is not the one asked "
+                             f"for ({init.config()}); use its --width and --n-res")
+    init.load_state_dict(net.state_dict())
+
+
 def init_metadata(net: TransformerNet, args, step: int) -> dict:
     return {"method": INIT_METHOD, "config": json.dumps(net.config()), "steps": str(step),
             "pretrain_steps": str(args.pretrain_steps),
             "crop": str(args.size), "batch": str(args.batch),
             "inner_steps": str(args.inner_steps), "inner_lr": str(args.inner_lr),
             "tasks": str(args.tasks), "lr": str(args.lr),
-            "outer_gradient": "first-order",
+            "outer_gradient": getattr(args, "outer", "first-order"),
             "loss": json.dumps({"content": args.content_weight, "style": args.style_weight,
                                 "tv": args.tv_weight})}
 
@@ -275,7 +322,8 @@ def run(args, callback=None) -> dict:
     init = TransformerNet(args.width, 1, args.n_res).to(device)
     fast = TransformerNet(args.width, 1, args.n_res).to(device)
     params = list(init.parameters())
-    opt = torch.optim.Adam(params, lr=args.lr)
+    opt = (torch.optim.SGD(params, lr=args.lr) if args.outer == "reptile"
+           else torch.optim.Adam(params, lr=args.lr))
     ckpt = training.checkpoint_path(args)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     step = 0
@@ -283,6 +331,8 @@ def run(args, callback=None) -> dict:
         step = training.load_checkpoint(ckpt, models={"init": init}, optimizers={"outer": opt},
                                         lr=args.lr)["step"]
     clock, t0, log, skipped = Clock(), step, {}, 0
+    if step == 0 and args.init:
+        start_from(init, args.init, device)
     if step == 0 and args.pretrain_steps:
         init.train()
         pretrain(init, vgg, args, paintings[0], inner_photos, device, callback, clock)
@@ -295,7 +345,7 @@ def run(args, callback=None) -> dict:
             targets = PerceptualTargets(vgg, [_painting(paintings[s], args.style_size)])
             tasks.append((johnson_loss(vgg, targets, args), [x.to(device) for x in inner],
                           val.to(device)))
-        grads, log = meta_gradient(init, fast, tasks, make_opt)
+        grads, log = meta_gradient(init, fast, tasks, make_opt, args.outer)
         if not apply_gradient(params, grads, opt):
             skipped += 1
             if skipped > 10:
@@ -324,7 +374,8 @@ def export(ckpt, out, *, fp16: bool = False, extra_meta: dict | None = None) -> 
         init = TransformerNet(float(cfg["width"]), 1, int(cfg["n_res"]))
         args = SimpleNamespace(**{k: cfg[k] for k in (
             "size", "batch", "inner_steps", "inner_lr", "tasks", "lr", "content_weight",
-            "style_weight", "tv_weight")}, pretrain_steps=cfg.get("pretrain_steps", 0))
+            "style_weight", "tv_weight")}, pretrain_steps=cfg.get("pretrain_steps", 0),
+            outer=cfg.get("outer", "first-order"))
     except KeyError:
         raise BrushworkError(f"{ckpt}: not a `brushwork train metastyle` checkpoint") from None
     rng = torch.get_rng_state()
