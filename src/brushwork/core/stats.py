@@ -22,9 +22,9 @@ Contents: :func:`resize_mask`, :func:`flat_weights`, :func:`channel_mean`, :func
 :func:`normalize`, :func:`adain`, :func:`gram`, :func:`sqrt_gram`, :func:`second_moment`, :func:`rms`,
 :func:`mean_cov`, :func:`feature_stats`, :func:`sym_power`, :func:`sqrtm_psd`,
 :func:`trace_sqrtm`, :func:`wct_matrix`, :func:`apply_affine`, :func:`whiten`, :func:`colour`,
-:func:`whiten_colour`,
-:func:`wct`, :func:`match_color`, :func:`sort_rows`, :func:`argsort_rows`, :func:`sorted_values`, :func:`match_sorted`,
-:func:`exact_histogram_match`, :func:`log_standardize`.
+:func:`whiten_colour`, :func:`wct`, :func:`match_color`, :func:`sort_rows`, :func:`argsort_rows`,
+:func:`sorted_values`, :func:`match_sorted`, :func:`exact_histogram_match`,
+:func:`log_standardize`.
 """
 from __future__ import annotations
 
