@@ -384,15 +384,23 @@ def match_color(source: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ exact histogram matching
+def _cpu_array(x: torch.Tensor):
+    """``x`` (detached) as a contiguous NumPy array when it is a float32/float64 CPU tensor,
+    else None: the inputs the NumPy sorts below take."""
+    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
+        return None
+    return x.detach().contiguous().numpy()
+
+
 def sort_rows(x: torch.Tensor) -> torch.Tensor:
     """``x``'s values sorted along its last dimension (detached): ``x.sort(-1).values``, through
     NumPy's vectorised sort on the CPU for float32/float64 (the same values, about 15x faster
     than torch's CPU sort on a 256 x 16384 map)."""
-    x = x.detach()
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        import numpy as np
-        return torch.from_numpy(np.sort(x.contiguous().numpy(), axis=-1))
-    return x.sort(-1).values
+    a = _cpu_array(x)
+    if a is None:
+        return x.detach().sort(-1).values
+    import numpy as np
+    return torch.from_numpy(np.sort(a, axis=-1))
 
 
 def argsort_rows(x: torch.Tensor) -> torch.Tensor:
@@ -401,11 +409,10 @@ def argsort_rows(x: torch.Tensor) -> torch.Tensor:
     ties in an unspecified order. On the CPU for float32/float64, through NumPy's vectorised
     argsort of float64 keys in which the minimum's ties are made distinct (about 2x faster than
     torch's CPU argsort on a 256 x 12288 ReLU map); elsewhere torch's stable sort."""
-    x = x.detach()
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.float64):
-        return torch.sort(x, stable=True, dim=-1).indices
+    a = _cpu_array(x)
+    if a is None:
+        return torch.sort(x.detach(), stable=True, dim=-1).indices
     import numpy as np
-    a = x.contiguous().numpy()
     m = a.shape[-1]
     lo = a.min(-1, keepdims=True).astype(np.float64)
     key = np.where(a == lo, lo - (m - np.arange(m, dtype=np.float64)), a.astype(np.float64))

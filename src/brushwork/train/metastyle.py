@@ -302,7 +302,7 @@ def init_metadata(net: TransformerNet, args, step: int) -> dict:
             "crop": str(args.size), "batch": str(args.batch),
             "inner_steps": str(args.inner_steps), "inner_lr": str(args.inner_lr),
             "tasks": str(args.tasks), "lr": str(args.lr),
-            "outer_gradient": getattr(args, "outer", "first-order"),
+            "outer_gradient": args.outer,
             "loss": json.dumps({"content": args.content_weight, "style": args.style_weight,
                                 "tv": args.tv_weight})}
 
@@ -314,13 +314,15 @@ def run(args, callback=None) -> dict:
     device = pick_device(args.device)
     bf16 = args.bf16 and has_bf16(device)
     exclude = training.read_exclude(args.exclude)
+    init = TransformerNet(args.width, 1, args.n_res).to(device)
+    fast = TransformerNet(args.width, 1, args.n_res).to(device)
+    if args.init and not args.resume:      # read (and refused) before the data is loaded
+        start_from(init, args.init, device)
     load = args.load_size or max(args.size, min(512, 2 * args.size))
     photos = training.load_folder(args.content, load)
     inner_photos, val_photos = split_photos(photos, args.val_fraction)
     paintings = training.load_style_folders(args.styles, args.style_size, exclude)
     vgg = VGG19(last_layer="relu4_3", device=device, autocast=bf16)
-    init = TransformerNet(args.width, 1, args.n_res).to(device)
-    fast = TransformerNet(args.width, 1, args.n_res).to(device)
     params = list(init.parameters())
     opt = (torch.optim.SGD(params, lr=args.lr) if args.outer == "reptile"
            else torch.optim.Adam(params, lr=args.lr))
@@ -331,8 +333,6 @@ def run(args, callback=None) -> dict:
         step = training.load_checkpoint(ckpt, models={"init": init}, optimizers={"outer": opt},
                                         lr=args.lr)["step"]
     clock, t0, log, skipped = Clock(), step, {}, 0
-    if step == 0 and args.init:
-        start_from(init, args.init, device)
     if step == 0 and args.pretrain_steps:
         init.train()
         pretrain(init, vgg, args, paintings[0], inner_photos, device, callback, clock)
