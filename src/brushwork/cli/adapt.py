@@ -9,7 +9,7 @@ from .common import with_progress
 
 
 def add_parser(sub) -> None:
-    from ..train.metastyle import ADAPT_DEFAULTS as d, BUNDLED_PHOTOS
+    from ..train.metastyle import ADAPT_DEFAULTS as d, BUNDLED_PHOTOS, SCHEDULES
 
     p = sub.add_parser(
         "adapt", help="adapt the MetaStyle network to a painting (for -m metastyle)",
@@ -35,6 +35,9 @@ def add_parser(sub) -> None:
                         f"ships: {', '.join(BUNDLED_PHOTOS)})")
     p.add_argument("--lr", type=validate.non_negative_float_arg, default=d["lr"],
                    help=f"Adam learning rate (default {d['lr']:g})")
+    p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
+                   help="learning rate over the run: constant, or cosine from --lr down to 0 "
+                        f"(default {d['schedule']})")
     for name, what in (("content", "the content loss (relu2_2)"),
                        ("style", "the Gram style loss"), ("tv", "total variation")):
         p.add_argument(f"--{name}-weight", type=validate.non_negative_float_arg,
@@ -76,7 +79,7 @@ def cmd_adapt(args) -> int:
         style, out, init=args.init, content=args.content, steps=args.steps, size=args.size,
         batch=args.batch, lr=args.lr, style_size=args.style_size,
         content_weight=args.content_weight, style_weight=args.style_weight,
-        tv_weight=args.tv_weight, seed=args.seed, device=args.device,
+        tv_weight=args.tv_weight, schedule=args.schedule, seed=args.seed, device=args.device,
         style_name=Path(args.style).stem, fp16=args.fp16, callback=bar))
     if not args.quiet:
         print(f"wrote {out} ({res['steps']} steps, {time.perf_counter() - t0:.1f} s); "

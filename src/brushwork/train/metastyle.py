@@ -43,6 +43,7 @@ steps); a fresh inner Adam per style; one painting per task, its Gram targets ta
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from pathlib import Path
@@ -69,8 +70,12 @@ TRAIN_HINT = "brushwork train metastyle --styles DIR --content DIR --out metasty
 
 # The adaptation defaults of `brushwork adapt` (the settings the shipped init was meta-trained
 # with: johnson's loss weights, 128 px crops, batch 2).
-ADAPT_DEFAULTS = {"steps": 100, "size": 128, "batch": 2, "lr": 1e-3, "style_size": 256,
-                  "content_weight": 1.0, "style_weight": 1.5, "tv_weight": 1e3}
+ADAPT_DEFAULTS = {"steps": 640, "size": 128, "batch": 2, "lr": 2e-3, "style_size": 256,
+                  "content_weight": 1.0, "style_weight": 1.5, "tv_weight": 1e3,
+                  "schedule": "cosine"}
+# Learning-rate schedules of an adaptation: ``constant`` (johnson's training) or ``cosine``
+# (from --lr down to 0 at the last step).
+SCHEDULES = ("constant", "cosine")
 # Photos scikit-image ships (read from its package data, nothing downloads): the content of
 # an adaptation run without --content.
 BUNDLED_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
@@ -451,8 +456,8 @@ def check_adapt_output(out) -> Path:
 def adapt(style: torch.Tensor, out, *, init=None, content=None, steps: int | None = None,
           size: int | None = None, batch: int | None = None, lr: float | None = None,
           style_size: int | None = None, content_weight: float | None = None,
-          style_weight: float | None = None, tv_weight: float | None = None, seed: int = 0,
-          device="cpu", bf16: bool = True, style_name: str = "style", fp16: bool = False,
+          style_weight: float | None = None, tv_weight: float | None = None,
+          schedule: str | None = None, seed: int = 0, device="cpu", bf16: bool = True, style_name: str = "style", fp16: bool = False,
           callback=None) -> dict:
     """Adapt the meta-learned initialisation to the painting ``style`` ((1, 3, H, W) in [0, 1])
     with ``steps`` steps of johnson's training (crops of ``content``, a folder, or the bundled
@@ -462,10 +467,14 @@ def adapt(style: torch.Tensor, out, *, init=None, content=None, steps: int | Non
     d = ADAPT_DEFAULTS
     o = SimpleNamespace(**{k: (v if v is not None else d[k]) for k, v in dict(
         steps=steps, size=size, batch=batch, lr=lr, style_size=style_size,
-        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight).items()})
+        content_weight=content_weight, style_weight=style_weight, tv_weight=tv_weight,
+        schedule=schedule).items()})
     for name in ("steps", "batch", "style_size"):
         if int(getattr(o, name)) < 1:
             raise BrushworkError(f"--{name.replace('_', '-')} must be at least 1")
+    if o.schedule not in SCHEDULES:
+        raise BrushworkError(f"--schedule: unknown schedule {o.schedule!r} (choose from "
+                             f"{', '.join(SCHEDULES)})")
     if o.size < 16:
         raise BrushworkError("--size must be at least 16 pixels")
     if not o.lr > 0:
@@ -487,6 +496,9 @@ def adapt(style: torch.Tensor, out, *, init=None, content=None, steps: int | Non
     clock, log, bad = Clock(), {}, 0
     net.train()
     for step in range(o.steps):
+        if o.schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = o.lr * 0.5 * (1 + math.cos(math.pi * step / o.steps))
         x = training.sample_batch(photos, o.size, o.batch,
                                   training.step_generator(seed, step)).to(dev)
         _, log, taken = inner_step(net, opt, loss_fn, x)
@@ -499,6 +511,7 @@ def adapt(style: torch.Tensor, out, *, init=None, content=None, steps: int | Non
     meta = {"method": METHOD, "config": json.dumps(net.config()),
             "style_names": json.dumps([style_name]), "steps": str(o.steps),
             "crop": str(o.size), "batch": str(o.batch), "lr": str(o.lr),
+            "schedule": o.schedule,
             "init_sha256": sha256_file(init_path), "init_steps": init_meta.get("steps", ""),
             "seed": str(seed)}
     sha = save_weights(prefixed_state("net", net), out, fp16=fp16, metadata=meta)
