@@ -20,7 +20,9 @@ step and applied to theta with Adam. D_train and D_val are crops of two disjoint
 content photos (``--val-fraction``). The loss is johnson's own (content MSE at relu2_2, Gram
 loss at relu1_2..relu4_3, total variation), and one inner step is exactly one step of
 `brushwork train johnson` (same loss, same optimiser, same crops), so the adaptation is
-johnson's training started from the learned initialisation instead of from random weights.
+johnson's training started from the learned initialisation instead of from random weights
+(`brushwork adapt` lowers its learning rate along a cosine by default; ``--lr 1e-3
+--schedule constant`` is johnson's schedule).
 
 ``--outer reptile`` replaces that gradient by Reptile's (Nichol, Achiam & Schulman 2018):
 the initialisation moves a fraction eps (``--lr``) of the way toward the mean adapted
