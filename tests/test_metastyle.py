@@ -546,12 +546,12 @@ def test_the_shipped_initialisation_is_pinned():
     net, meta, path = M.load_init()
     assert path.name == M.INIT_FILE and meta["method"] == M.INIT_METHOD
     assert meta["outer_gradient"] == "reptile" and meta["crop"] == "128"
-    assert meta["steps"] == "600" and meta["inner_steps"] == "20"
+    assert meta["steps"] == "940" and meta["inner_steps"] == "20, then 30"
     assert net.config() == {"width": 0.5, "n_styles": 1, "n_res": 5}
     with torch.no_grad():
         y = net.eval()(image(40, 48, 0))
     got = y[0, :, 20, 20:24].flatten()
-    expected = torch.tensor([0.7006, 0.6694, 0.7336, 0.7581, 0.5977, 0.5996, 0.6135, 0.6488,
-                             0.5989, 0.5472, 0.5849, 0.5559])
+    expected = torch.tensor([0.7104, 0.6386, 0.6812, 0.6800, 0.5834, 0.5466, 0.5423, 0.5715,
+                             0.5667, 0.4700, 0.4733, 0.4455])
     torch.testing.assert_close(got, expected, atol=1e-3, rtol=0)
-    assert abs(float(y.mean()) - 0.56644) < 1e-4
+    assert abs(float(y.mean()) - 0.51608) < 1e-4
